@@ -1,0 +1,193 @@
+"""The event stream: the one contract between the engine and every front end.
+
+The engine yields these for each turn, in this order::
+
+    TurnStart, Notice*, Round+, TurnEnd
+
+One speculation round is one `Round`. Every event is a plain dataclass that
+serializes to one JSON line (`to_json`) and reads back equal (`event_from_json`),
+so a trace file is just the stream written down.
+
+Text invariant: for a turn, the concatenation over its rounds of
+`round.text` equals `TurnEnd.text` (the pieces of tokens cut by a stop string
+or an end-of-turn token are empty strings).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal, Union
+
+FinishReason = Literal["eos", "length", "stop", "cancelled", "error"]
+# How the target's own token that ends a round came about.
+EmittedKind = Literal["correction", "bonus", "target"]
+
+
+@dataclass
+class DraftedToken:
+    """One token the drafter proposed, and the target's verdict on it."""
+
+    token_id: int
+    text: str  # its text piece, as it would have been printed
+    p: float  # the drafter's probability of this token (1.0 for a deterministic drafter)
+    q: float  # the target's probability of this token at the same position
+    accepted: bool
+
+
+@dataclass
+class EmittedToken:
+    """The token the target itself emitted at the end of a round.
+
+    kind is "correction" after a rejection, "bonus" after every drafted token
+    was accepted, and "target" when nothing was drafted (plain decoding).
+    """
+
+    token_id: int
+    text: str
+    kind: EmittedKind
+    q: float  # the target's probability of this token (after sampling settings)
+
+
+@dataclass
+class TurnStart:
+    type: ClassVar[str] = "turn_start"
+    turn: int
+    target: str
+    drafter: str
+    device: str
+    k: str  # "auto" or the fixed draft length
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int
+    prompt_tokens: int  # tokens in the whole templated conversation for this turn
+    reused_tokens: int  # of those, tokens whose KV cache was kept from earlier turns
+    prefill_time_s: float
+    user_text: str = ""
+
+
+@dataclass
+class Notice:
+    """Something a user should be told that is not an error (history truncated, …)."""
+
+    type: ClassVar[str] = "notice"
+    turn: int
+    message: str
+
+
+@dataclass
+class Round:
+    type: ClassVar[str] = "round"
+    turn: int
+    index: int  # 0-based round number within the turn
+    k: int  # draft length asked of the drafter this round
+    drafted: list[DraftedToken]
+    emitted: EmittedToken | None  # None only when the turn stopped inside the drafted run
+    draft_time_s: float
+    verify_time_s: float
+
+    @property
+    def accepted(self) -> list[DraftedToken]:
+        return [t for t in self.drafted if t.accepted]
+
+    @property
+    def n_accepted(self) -> int:
+        return sum(1 for t in self.drafted if t.accepted)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens this round added to the answer."""
+        return self.n_accepted + (1 if self.emitted is not None else 0)
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.accepted) + (self.emitted.text if self.emitted else "")
+
+
+@dataclass
+class Totals:
+    tokens: int = 0
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    elapsed_s: float = 0.0  # generation time, prefill excluded
+    draft_time_s: float = 0.0
+    verify_time_s: float = 0.0
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """accepted / drafted, over drafted tokens; None when nothing was drafted."""
+        return self.accepted / self.drafted if self.drafted else None
+
+    @property
+    def mean_tokens_per_round(self) -> float:
+        """tokens / rounds: an average over rounds, not over tokens."""
+        return self.tokens / self.rounds if self.rounds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def add_round(self, r: Round) -> None:
+        self.tokens += r.tokens
+        self.rounds += 1
+        self.drafted += len(r.drafted)
+        self.accepted += r.n_accepted
+        self.draft_time_s += r.draft_time_s
+        self.verify_time_s += r.verify_time_s
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "rounds": self.rounds,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "acceptance_rate": self.acceptance_rate,
+            "mean_tokens_per_round": self.mean_tokens_per_round,
+            "tokens_per_s": self.tokens_per_s,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+@dataclass
+class TurnEnd:
+    type: ClassVar[str] = "turn_end"
+    turn: int
+    finish_reason: FinishReason
+    text: str
+    totals: Totals = field(default_factory=Totals)
+    error: str | None = None
+
+
+Event = Union[TurnStart, Notice, Round, TurnEnd]
+_EVENT_TYPES: dict[str, type] = {cls.type: cls for cls in (TurnStart, Notice, Round, TurnEnd)}
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    return {"type": event.type, **asdict(event)}
+
+
+def to_json(event: Event) -> str:
+    """One JSON line (no newline) for the event."""
+    return json.dumps(to_dict(event), ensure_ascii=False)
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    data = dict(data)
+    kind = data.pop("type", None)
+    cls = _EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r}")
+    known = {f.name for f in fields(cls)}
+    data = {k: v for k, v in data.items() if k in known}
+    if cls is Round:
+        data["drafted"] = [DraftedToken(**t) for t in data["drafted"]]
+        data["emitted"] = EmittedToken(**data["emitted"]) if data.get("emitted") else None
+    elif cls is TurnEnd:
+        data["totals"] = Totals(**data.get("totals", {}))
+    return cls(**data)
+
+
+def event_from_json(line: str) -> Event:
+    return event_from_dict(json.loads(line))
