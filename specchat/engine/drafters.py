@@ -1,0 +1,148 @@
+"""Drafters: whatever proposes the next few tokens for the target to verify.
+
+One protocol, three implementations:
+
+- `ModelDrafter`: a small causal LM with the target's tokenizer and its own KV cache;
+- `NgramDrafter`: prompt lookup in the conversation's own tokens (no model);
+- `NoDrafter`: proposes nothing, so the loop decodes plainly (the baseline).
+
+A drafter is told the whole verified token sequence each round. Model drafters keep
+the ids their cache holds and reuse the longest common prefix, so rolling back
+after a rejection, or catching up after a bonus token, needs no separate call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel
+
+from specchat.engine.forward import forward_logits, new_cache, sync_cache
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, pick
+
+
+@dataclass
+class Proposal:
+    ids: list[int] = field(default_factory=list)
+    p: list[float] = field(default_factory=list)  # drafter probability of each proposed id
+    # [len(ids), V] drafter distributions for rejection sampling; None for a
+    # deterministic drafter (p is one-hot on the proposed id).
+    dists: torch.Tensor | None = None
+    catchup_tokens: int = 0  # verified tokens the drafter had to feed before drafting
+
+
+class Drafter(Protocol):
+    name: str
+    kind: str  # "model" | "ngram" | "none"
+
+    def prefill(self, tokens: list[int]) -> None:
+        """Read a prompt ahead of the first round (so round 0's draft time is drafting)."""
+
+    def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
+                generator: torch.Generator | None) -> Proposal:
+        """Up to k tokens to follow `tokens` (the whole verified sequence)."""
+
+    def reset(self) -> None:
+        """Forget any cached state (a new conversation, or after an error)."""
+
+
+class NoDrafter:
+    name = "none"
+    kind = "none"
+
+    def prefill(self, tokens: list[int]) -> None:
+        pass
+
+    def propose(self, tokens, k, sampling, generator) -> Proposal:
+        return Proposal()
+
+    def reset(self) -> None:
+        pass
+
+
+class NgramDrafter:
+    """Prompt-lookup decoding: find the latest earlier occurrence of the last n
+    tokens (n from max_n down to min_n) and propose what followed it."""
+
+    kind = "ngram"
+
+    def __init__(self, max_n: int = 3, min_n: int = 1, window: int = 4096) -> None:
+        self.name = "ngram"
+        self.max_n, self.min_n, self.window = max_n, min_n, window
+
+    def prefill(self, tokens: list[int]) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def propose(self, tokens, k, sampling, generator) -> Proposal:
+        if k <= 0:
+            return Proposal()
+        history = tokens[-self.window:]
+        for n in range(self.max_n, self.min_n - 1, -1):
+            if len(history) <= n:
+                continue
+            tail = history[-n:]
+            # Latest match first: recent text predicts the continuation best.
+            for start in range(len(history) - n - 1, -1, -1):
+                if history[start:start + n] == tail:
+                    follow = history[start + n:start + n + k]
+                    return Proposal(ids=list(follow), p=[1.0] * len(follow))
+        return Proposal()
+
+
+class ModelDrafter:
+    """A draft language model with the target's tokenizer.
+
+    vocab_size: the target's vocabulary size; the drafter's logits are cut (padded
+    embedding rows) or padded to it so p and q live on the same support.
+    """
+
+    kind = "model"
+
+    def __init__(self, model: PreTrainedModel, name: str, vocab_size: int) -> None:
+        self.model = model
+        self.name = name
+        self.vocab_size = vocab_size
+        self._cache = new_cache(model)
+        self._cached: list[int] = []
+
+    def reset(self) -> None:
+        self._cache = new_cache(self.model)
+        self._cached = []
+
+    def prefill(self, tokens: list[int]) -> None:
+        if len(tokens) > 1:
+            sync_cache(self.model, self._cache, self._cached, tokens[:-1], keep=0)
+
+    def _fit_vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        n = logits.shape[-1]
+        if n > self.vocab_size:
+            return logits[..., : self.vocab_size]
+        if n < self.vocab_size:
+            pad = logits.new_full((*logits.shape[:-1], self.vocab_size - n), float("-inf"))
+            return torch.cat([logits, pad], dim=-1)
+        return logits
+
+    def propose(self, tokens, k, sampling, generator) -> Proposal:
+        if k <= 0:
+            return Proposal()
+        logits, fed = sync_cache(self.model, self._cache, self._cached, tokens, keep=1)
+        logits = self._fit_vocab(logits[-1])
+        ids: list[int] = []
+        ps: list[float] = []
+        dists = []
+        for i in range(k):
+            probs = logits_to_probs(logits, sampling)
+            token = pick(logits, probs, sampling, generator)
+            ids.append(token)
+            ps.append(float(probs[token]))
+            dists.append(probs)
+            if i + 1 < k:
+                logits = self._fit_vocab(forward_logits(self.model, self._cache, [token], keep=1)[-1])
+                self._cached.append(token)
+        return Proposal(ids=ids, p=ps, dists=None if sampling.greedy else torch.stack(dists),
+                        catchup_tokens=fed)

@@ -1,0 +1,58 @@
+"""One forward pass of a causal LM over new tokens, appending to its KV cache.
+
+Kept in one place so the target and every model drafter call models the same way
+(transformers 5.x takes `cache=`; `logits_to_keep` avoids computing the output
+layer for positions nobody reads).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+
+def new_cache(model: PreTrainedModel) -> DynamicCache:
+    return DynamicCache(config=model.config)
+
+
+@torch.inference_mode()
+def forward_logits(model: PreTrainedModel, cache: DynamicCache, token_ids: list[int], keep: int) -> torch.Tensor:
+    """Feed token_ids after what the cache holds; return float logits [keep, V] for the
+    last `keep` positions (keep=0: none, for a pure prefill)."""
+    input_ids = torch.tensor([token_ids], dtype=torch.long, device=model.device)
+    out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=max(keep, 1))
+    return out.logits[0, -keep:].float() if keep else out.logits[0, :0].float()
+
+
+def crop(cache: DynamicCache, length: int) -> None:
+    """Keep only the first `length` positions of the cache."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)  # transformers 5.x: a negative count removes that many from the end
+
+
+def sync_cache(model: PreTrainedModel, cache: DynamicCache, cached: list[int], tokens: list[int],
+               keep: int, chunk: int = 512) -> tuple[torch.Tensor, int]:
+    """Make the cache hold exactly `tokens` (cached = the ids it holds now, updated in
+    place), reusing the longest common prefix, and return logits for the last `keep`
+    of them, and how many tokens were fed. At least `keep` tokens are re-fed so their
+    logits exist."""
+    common = 0
+    limit = min(len(cached), len(tokens) - keep)
+    while common < limit and cached[common] == tokens[common]:
+        common += 1
+    crop(cache, common)
+    del cached[common:]
+    fresh = tokens[common:]
+    if not fresh:
+        return torch.empty(0), 0
+    # Long prompts are fed in chunks so peak memory stays bounded; the last chunk
+    # must hold the `keep` positions whose logits are wanted.
+    starts = list(range(0, len(fresh), chunk))
+    if len(starts) > 1 and len(fresh) - starts[-1] < keep:
+        starts.pop()
+    bounds = starts[1:] + [len(fresh)]
+    for start, end in zip(starts, bounds):
+        logits = forward_logits(model, cache, fresh[start:end], keep if end == len(fresh) else 0)
+        cached.extend(fresh[start:end])
+    return logits, len(fresh)

@@ -1,0 +1,125 @@
+"""Logits → probabilities, and the lossless accept / resample rule.
+
+The same `SamplingSettings` shape both sides: the drafter's proposals and the
+target's verdicts use identical logits processing, so p and q are comparable.
+
+Greedy (temperature <= 0) is the limit of sampling: a token is accepted iff it is
+the target's argmax, and the correction is the argmax. For display, greedy rounds
+still report p and q as temperature-1 softmax probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+
+
+def logits_to_probs(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
+    """Probabilities over the last dimension after temperature, top-k and top-p.
+
+    Greedy settings give the plain softmax (used only for reporting p and q).
+    """
+    logits = logits.float()
+    if settings.greedy:
+        return torch.softmax(logits, dim=-1)
+    logits = logits / settings.temperature
+    if settings.top_k and settings.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, settings.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if settings.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # Drop a token once the mass before it already reaches top_p; the first always stays.
+        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= settings.top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    """One token id from a 1-D distribution."""
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def pick(logits: torch.Tensor, probs: torch.Tensor, settings: SamplingSettings,
+         generator: torch.Generator | None) -> int:
+    """The next token: argmax when greedy, else a sample from probs."""
+    if settings.greedy:
+        return int(torch.argmax(logits).item())
+    return sample(probs, generator)
+
+
+@dataclass
+class Verdict:
+    """The outcome of verifying one drafted run."""
+
+    n_accepted: int
+    next_token: int  # the correction (after a rejection) or the bonus token
+    bonus: bool  # True when every drafted token was accepted
+
+
+def verify(
+    draft_ids: list[int],
+    draft_probs: torch.Tensor | None,
+    target_logits: torch.Tensor,
+    target_probs: torch.Tensor,
+    settings: SamplingSettings,
+    generator: torch.Generator | None,
+) -> Verdict:
+    """Speculative verification of k drafted tokens against k+1 target positions.
+
+    target_logits / target_probs: [k+1, V]; row i is the target's distribution for the
+    token after the i-th drafted one (row 0: for the first drafted token).
+    draft_probs: [k, V] drafter distributions, or None for a deterministic drafter
+    (then p is one-hot on the drafted token).
+
+    Sampling follows Leviathan et al. / Chen et al.: accept token x with probability
+    min(1, q(x)/p(x)); on rejection sample from norm(max(0, q − p)); on full
+    acceptance sample a bonus token from the last target row. This keeps exactly the
+    target's distribution.
+    """
+    k = len(draft_ids)
+    if settings.greedy:
+        argmax = torch.argmax(target_logits, dim=-1).tolist()
+        n = 0
+        while n < k and draft_ids[n] == argmax[n]:
+            n += 1
+        return Verdict(n_accepted=n, next_token=argmax[n], bonus=n == k)
+
+    for i, token in enumerate(draft_ids):
+        q = float(target_probs[i, token])
+        p = float(draft_probs[i, token]) if draft_probs is not None else 1.0
+        u = float(torch.rand((), generator=generator, device=target_probs.device))
+        if u * p <= q:  # u <= q/p without dividing by a tiny p
+            continue
+        if draft_probs is not None:
+            residual = torch.clamp(target_probs[i] - draft_probs[i], min=0.0)
+        else:
+            residual = target_probs[i].clone()
+            residual[token] = 0.0
+        total = float(residual.sum())
+        # total == 0 only when q == p exactly, in which case rejection has probability 0;
+        # guard against float round-off anyway.
+        correction = sample(residual / total, generator) if total > 0 else sample(target_probs[i], generator)
+        return Verdict(n_accepted=i, next_token=correction, bonus=False)
+    return Verdict(n_accepted=k, next_token=sample(target_probs[k], generator), bonus=True)

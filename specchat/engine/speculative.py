@@ -1,0 +1,163 @@
+"""The draft → verify → accept loop.
+
+State between rounds: `tokens`, the whole verified sequence; the target's KV cache
+holds every token but the last one. A round:
+
+1. the drafter proposes up to k tokens d1..dk after `tokens`;
+2. one target forward over [last, d1..dk] gives k+1 distributions;
+3. `sampling.verify` accepts a prefix d1..dn and yields the target's own next token
+   (the correction, or the bonus after full acceptance);
+4. the target cache is cropped by k − n (it now ends just before the new last
+   token); model drafters resynchronise themselves next round.
+
+With NoDrafter every round is one plain decoding step through the same code, which
+is what makes it an honest baseline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from specchat.engine.detok import IncrementalDecoder
+from specchat.engine.drafters import Drafter
+from specchat.engine.draft_length import AdaptiveK, FixedK
+from specchat.engine.events import DraftedToken, EmittedToken, FinishReason, Round
+from specchat.engine.forward import crop, forward_logits
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
+
+
+def _clock(device: torch.device) -> float:
+    # CUDA kernels run asynchronously: without a sync the timings would be launch times.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@dataclass
+class DecodeState:
+    """What a turn's decoding produced so far; read by the session after the loop."""
+
+    tokens: list[int]  # verified sequence: prompt + generated
+    prompt_len: int
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    rounds: int = 0
+
+    @property
+    def generated(self) -> list[int]:
+        return self.tokens[self.prompt_len:]
+
+
+@dataclass
+class StopRules:
+    eos_ids: frozenset[int]
+    stop_strings: tuple[str, ...] = ()
+    max_new_tokens: int = 512
+    max_total_tokens: int = 1 << 30  # the model's context length
+
+
+class SpeculativeDecoder:
+    def __init__(self, model: PreTrainedModel, cache: DynamicCache, cached: list[int], drafter: Drafter,
+                 decoder: IncrementalDecoder, sampling: SamplingSettings,
+                 policy: AdaptiveK | FixedK, rules: StopRules,
+                 generator: torch.Generator | None, cancel: threading.Event) -> None:
+        # `cached` mirrors the ids whose keys and values the target cache holds.
+        self.model, self.cache, self.cached, self.drafter = model, cache, cached, drafter
+        self.decoder, self.sampling, self.policy, self.rules = decoder, sampling, policy, rules
+        self.generator, self.cancel = generator, cancel
+        self.vocab_size = model.get_output_embeddings().weight.shape[0] \
+            if model.get_output_embeddings() is not None else model.config.vocab_size
+
+    def run(self, state: DecodeState, turn: int) -> Iterator[Round]:
+        """Yield one Round per speculation round until a stop rule or cancel fires.
+        Sets state.finish_reason. The target cache must hold state.tokens[:-1]."""
+        device = self.model.device
+        while state.finish_reason is None:
+            if self.cancel.is_set():
+                state.finish_reason = "cancelled"
+                return
+            remaining = self.rules.max_new_tokens - len(state.generated)
+            room = self.rules.max_total_tokens - len(state.tokens)
+            if remaining <= 0 or room <= 0:
+                state.finish_reason = "length"
+                return
+            # The round adds up to k+1 tokens; never draft past either limit.
+            k = self.policy.choose(min(remaining, room) - 1)
+
+            t0 = _clock(device)
+            proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator)
+            draft_ids = proposal.ids[:k]
+            t1 = _clock(device)
+            logits = forward_logits(self.model, self.cache, [state.tokens[-1], *draft_ids], keep=len(draft_ids) + 1)
+            logits = logits[:, : self.vocab_size]
+            probs = logits_to_probs(logits, self.sampling)
+            dists = proposal.dists[: len(draft_ids)] if proposal.dists is not None else None
+            verdict = verify(draft_ids, dists, logits, probs, self.sampling, self.generator)
+            crop(self.cache, len(state.tokens) + verdict.n_accepted)
+            self.cached[:] = state.tokens + draft_ids[: verdict.n_accepted]
+            t2 = _clock(device)
+
+            r = self._record(state, turn, k, draft_ids, proposal.p, probs, verdict, t1 - t0, t2 - t1)
+            self.policy.observe(r, proposal.catchup_tokens)
+            state.rounds += 1
+            yield r
+
+    def _record(self, state, turn, k, draft_ids, draft_p, probs, verdict, draft_s, verify_s) -> Round:
+        """Append the round's new tokens to the state, apply the stop rules, and
+        describe the round. Greedy rounds report plain-softmax p and q."""
+        n = verdict.n_accepted
+        peeked = self.decoder.peek(draft_ids)
+        drafted = [
+            DraftedToken(token_id=t, text=peeked[i], p=float(draft_p[i]) if i < len(draft_p) else 1.0,
+                         q=float(probs[i, t]), accepted=i < n)
+            for i, t in enumerate(draft_ids)
+        ]
+        kind = "target" if not draft_ids else ("bonus" if verdict.bonus else "correction")
+        emitted: EmittedToken | None = EmittedToken(
+            token_id=verdict.next_token, text="", kind=kind, q=float(probs[n, verdict.next_token]))
+        # Each new token paired with the event entry that shows it.
+        new = [(t, drafted[i]) for i, t in enumerate(draft_ids[:n])] + [(verdict.next_token, emitted)]
+        for i, (token, slot) in enumerate(new):
+            state.tokens.append(token)
+            if token in self.rules.eos_ids:
+                slot.text = ""  # an end-of-turn token is not part of the answer
+                state.finish_reason = "eos"
+            else:
+                slot.text = self.decoder.push(token)
+                state.text += slot.text
+                if self._hit_stop(state, [entry for _, entry in new[: i + 1]]):
+                    state.finish_reason = "stop"
+                elif (len(state.generated) >= self.rules.max_new_tokens
+                      or len(state.tokens) >= self.rules.max_total_tokens):
+                    state.finish_reason = "length"
+            if state.finish_reason is not None:
+                if slot is not emitted:  # the turn ended inside the drafted run
+                    del drafted[i + 1:]
+                    emitted = None
+                break
+        return Round(turn=turn, index=state.rounds, k=k, drafted=drafted, emitted=emitted,
+                     draft_time_s=draft_s, verify_time_s=verify_s)
+
+    def _hit_stop(self, state: DecodeState, entries: list) -> bool:
+        """True when the answer now contains a stop string. The stop string is cut from
+        the answer and, as far as they hold it, from this round's pieces (`entries`);
+        a part shown in an earlier round stays shown."""
+        newest = len(entries[-1].text)  # only a match that ends in the newest piece is new
+        for stop in self.rules.stop_strings:
+            at = state.text.find(stop, max(0, len(state.text) - newest - len(stop) + 1))
+            if at < 0:
+                continue
+            excess = len(state.text) - at
+            state.text = state.text[:at]
+            for entry in reversed(entries):
+                cut = min(excess, len(entry.text))
+                entry.text = entry.text[: len(entry.text) - cut]
+                excess -= cut
+            return True
+        return False

