@@ -1,0 +1,1 @@
+"""The speculative-decoding engine: yields events (events.py), knows no UI."""
