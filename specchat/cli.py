@@ -1,0 +1,290 @@
+"""The command line: parse, resolve settings and models, hand over.
+
+`run` goes to the TUI, or to the one-shot printer when a prompt is given or stdin
+is not a terminal; `bench` to the benchmark; `replay` to the TUI's replay; `models`
+to the inventory. Everything heavy (torch, the engine, Textual) is imported inside
+the command that needs it, so `--help` is instant.
+
+Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted. Errors are
+one line on stderr; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from typer.core import TyperGroup
+
+# Typer vendors click; its exception types are only reachable here (typer is pinned <0.30).
+from typer._click.exceptions import ClickException, UsageError
+
+from specchat.config import DEVICES, QUANTS, ConfigError, RunConfig, default_drafter, resolve
+from specchat.oneshot import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+
+
+class Fail(Exception):
+    """An expected failure: its message is the one line shown, `code` the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _err(message: str) -> None:
+    print(f"specchat: error: {message}", file=sys.stderr, flush=True)
+
+
+class _OneLineErrors(TyperGroup):
+    """Click's usage errors as one line (not Typer's boxed panel), same exit codes."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name or "specchat", complete_var,
+                                standalone_mode=False, **extra)
+        except UsageError as e:
+            where = e.ctx.command_path if e.ctx else "specchat"
+            _err(f"{e.format_message()} (see `{where} --help`)")
+            code = EXIT_USAGE
+        except ClickException as e:
+            _err(e.format_message())
+            code = e.exit_code
+        except typer.Abort:
+            code = EXIT_INTERRUPTED
+        code = code if isinstance(code, int) else EXIT_OK
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Terminal chat on a local speculative-decoding engine that shows its speculation.",
+)
+
+
+def main() -> None:
+    # Model output may hold characters the terminal's encoding lacks: replace, never crash.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    app(prog_name="specchat")
+
+
+@contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Turns every failure into one line and an exit code (and a traceback under --debug)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (ConfigError, Fail, KeyboardInterrupt, BrokenPipeError, Exception) as e:
+        code, message = _classify(e)
+        if debug and not isinstance(e, (ConfigError, KeyboardInterrupt)):
+            traceback.print_exc()
+        if isinstance(e, BrokenPipeError):
+            _silence_stdout()
+        elif message:
+            _err(message)
+        raise typer.Exit(code) from None
+
+
+def _classify(e: BaseException) -> tuple[int, str]:
+    if isinstance(e, ConfigError):
+        return EXIT_USAGE, str(e)
+    if isinstance(e, Fail):
+        return e.code, str(e)
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(e, BrokenPipeError):
+        return EXIT_OK, ""  # the reader (`| head`) has all it wanted
+    models = sys.modules.get("specchat.models")  # a ModelError implies it was imported
+    if models is not None and isinstance(e, models.ModelError):
+        return EXIT_ERROR, str(e)
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return EXIT_ERROR, f"out of memory: {_first_line(e)} (try --quant 4bit, a smaller model or --device cpu)"
+    from specchat.oneshot import EngineFailure
+
+    if isinstance(e, EngineFailure):
+        return EXIT_ERROR, f"the engine failed: {_first_line(e)} (rerun with --debug for the traceback)"
+    return EXIT_ERROR, f"{type(e).__name__}: {_first_line(e)} (rerun with --debug for the traceback)"
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; with the pipe closed that would print an error.
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+# --- options shared by run and bench ------------------------------------------------
+
+MODELS = "Models and sampling (defaults: config file, then SPECCHAT_* variables)"
+
+_D = RunConfig()  # built-in defaults, shown in --help from the one place they live
+
+
+def _opt(name: str, help: str = "", default: Any = None, **kw: Any) -> Any:
+    return typer.Option(name, help=help, rich_help_panel=MODELS,
+                        show_default=str(default) if default is not None else False, **kw)
+
+
+TargetOpt = Annotated[Optional[str], _opt(
+    "--target", "Target model: embedded, a hub id, a local directory or a .gguf file.", _D.target)]
+DrafterOpt = Annotated[Optional[str], _opt(
+    "--drafter", "Drafter: ngram, none, or a model spec with the target's vocabulary.",
+    f"{default_drafter('embedded')} for the embedded target")]
+KOpt = Annotated[Optional[str], _opt("--k", "Draft length, or auto (adaptive).", _D.k_label, metavar="N|auto")]
+TemperatureOpt = Annotated[Optional[float], _opt("--temperature", "0 = greedy.", _D.temperature)]
+TopPOpt = Annotated[Optional[float], _opt("--top-p", "Nucleus sampling mass.", _D.top_p)]
+TopKOpt = Annotated[Optional[int], _opt("--top-k", "0 = off.", _D.top_k)]
+SeedOpt = Annotated[Optional[int], _opt("--seed", "Seed for sampling.")]
+MaxNewOpt = Annotated[Optional[int], _opt("--max-new-tokens", "Longest answer, in tokens.", _D.max_new_tokens)]
+DeviceOpt = Annotated[Optional[str], _opt("--device", "", _D.device, metavar="|".join(DEVICES))]
+QuantOpt = Annotated[Optional[str], _opt(
+    "--quant", "Weight quantization.", "4bit on CUDA, none on CPU", metavar="|".join(QUANTS))]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+
+
+class Color(str, Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+class Peers(str, Enum):
+    none = "none"
+    hf = "hf"
+
+
+def _settings(config: RunConfig):
+    from specchat.engine.session import GenerationSettings
+
+    return GenerationSettings(k=config.k, temperature=config.temperature, top_p=config.top_p,
+                              top_k=config.top_k, seed=config.seed, max_new_tokens=config.max_new_tokens)
+
+
+def _progress(message: str) -> None:
+    # Loading notes (the one-time conversion takes a while) for a person, not for a pipe.
+    if sys.stderr.isatty():
+        print(f"specchat: {message}", file=sys.stderr, flush=True)
+
+
+def _load(config: RunConfig):
+    """(target, drafter) as the config asks."""
+    from specchat.models import load_drafter, load_target
+
+    if not sys.stderr.isatty():
+        # transformers' "Loading weights" bars are for people; keep logs and pipes clean.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    target = load_target(config.target, device=config.device, quant=config.quant, progress=_progress)
+    drafter = load_drafter(config.drafter, target, quant=config.quant, progress=_progress)
+    return target, drafter
+
+
+# --- run --------------------------------------------------------------------------
+
+
+def _read_stdin() -> str:
+    # Bytes, decoded leniently: invalid UTF-8 is replaced, never fatal.
+    stream = getattr(sys.stdin, "buffer", None)
+    data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "replace")
+    return data.decode("utf-8", errors="replace")
+
+
+def compose_prompt(argument: str | None, stdin_text: str | None) -> str:
+    """stdin is the context, the argument the instruction (as `llm` does)."""
+    parts = [p for p in (stdin_text, argument) if p and p.strip()]
+    return "\n\n".join(p.strip("\n") for p in parts)
+
+
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # closed
+        return False
+
+
+@app.command()
+def run(
+    prompt: Annotated[Optional[str], typer.Argument(
+        help="Ask this and print the answer (one-shot). Without it, and with a terminal on stdin, "
+        "the chat screen opens.", show_default=False)] = None,
+    target: TargetOpt = None,
+    drafter: DrafterOpt = None,
+    k: KOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    top_k: TopKOpt = None,
+    seed: SeedOpt = None,
+    max_new_tokens: MaxNewOpt = None,
+    system: Annotated[Optional[str], typer.Option("--system", help="System prompt.", rich_help_panel=MODELS)] = None,
+    device: DeviceOpt = None,
+    quant: QuantOpt = None,
+    theme: Annotated[Optional[str], typer.Option("--theme", help="Chat screen theme.")] = None,
+    show_rejected: Annotated[bool, typer.Option(
+        "--show-rejected", help="Also print rejected drafts, struck through (coloured output only).")] = False,
+    color: Annotated[Color, typer.Option("--color", help="Colour the answer by provenance. "
+                                         "auto: on a terminal, unless NO_COLOR is set.")] = Color.auto,
+    stats: Annotated[bool, typer.Option("--stats", help="Print a summary line to stderr.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the stream.")] = False,
+    trace: Annotated[Optional[Path], typer.Option(
+        "--trace", metavar="FILE", help="Write the event stream as JSON lines (for `specchat replay`).",
+        dir_okay=False)] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Chat: the TUI, or one answer on stdout when given a prompt or piped input."""
+    with _errors(debug):
+        config = resolve(dict(target=target, drafter=drafter, k=k, temperature=temperature, top_p=top_p,
+                              top_k=top_k, seed=seed, max_new_tokens=max_new_tokens, system=system,
+                              device=device, quant=quant, theme=theme))
+        if prompt is None and _stdin_is_tty():
+            return _run_tui(config, trace, debug)
+        stdin_text = None if _stdin_is_tty() else _read_stdin()
+        text = compose_prompt(prompt, stdin_text)
+        if not text.strip():
+            raise Fail("nothing to answer: give a prompt argument or pipe text on stdin", EXIT_USAGE)
+        from specchat.engine.session import ChatSession
+        from specchat.oneshot import Options, run_turn
+
+        target_model, drafter_model = _load(config)
+        session = ChatSession(target_model, drafter_model, system_prompt=config.system,
+                              settings=_settings(config))
+        options = Options(color=color.value, show_rejected=show_rejected, stats=stats, json=json_,
+                          trace=str(trace) if trace else None)
+        code = run_turn(session, text, options, sys.stdout, sys.stderr)
+    raise typer.Exit(code)
+
+
+def _run_tui(config: RunConfig, trace: Path | None, debug: bool) -> None:
+    from specchat.tui.app import run_tui
+
+    run_tui(config=config, trace=trace, debug=debug)
+
+
+@app.callback(invoke_without_command=True)
+def _default(ctx: typer.Context) -> None:
+    """Terminal chat on a local speculative-decoding engine that shows its speculation.
+
+    `specchat` alone is `specchat run`.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run)

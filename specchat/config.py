@@ -1,0 +1,227 @@
+"""Run options: built-in defaults < config file < SPECCHAT_* environment < command line.
+
+Pure: no torch, no engine. The CLI passes the options the user typed (None when
+not given) and gets back one validated `RunConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import platformdirs
+
+# The drafter used when none is asked for, per target. The embedded target uses
+# n-gram lookup until its trained drafter (issue 5) lands: switch it here.
+DEFAULT_DRAFTERS: dict[str, str] = {"embedded": "ngram"}
+FALLBACK_DRAFTER = "ngram"  # works with any target: it needs no second model
+
+ENV_PREFIX = "SPECCHAT_"
+CONFIG_ENV = "SPECCHAT_CONFIG"  # path of the config file, overriding the user config dir
+
+DEVICES = ("auto", "cuda", "cpu")
+QUANTS = ("4bit", "8bit", "none")
+
+
+class ConfigError(ValueError):
+    """A bad option value from any source; the CLI reports it as a usage error (exit 2)."""
+
+
+def default_drafter(target: str) -> str:
+    return DEFAULT_DRAFTERS.get(target, FALLBACK_DRAFTER)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    target: str = "embedded"
+    drafter: str | None = None  # None: default_drafter(target), filled in by resolve()
+    k: int | None = None  # None = adaptive ("auto"); 0 = never draft
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    max_new_tokens: int = 512
+    system: str | None = None
+    device: str = "auto"
+    quant: str | None = None  # None: the engine's default (4bit on CUDA, none on CPU)
+    theme: str | None = None
+
+    @property
+    def k_label(self) -> str:
+        return "auto" if self.k is None else str(self.k)
+
+
+# --- parsing: each takes a raw value (str from env, any TOML type, or a CLI value) ---
+
+
+def _nonempty_str(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("expected a non-empty string")
+    return v.strip()
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError("expected an integer")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {v!r}")
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError("expected a number")
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number, got {v!r}")
+
+
+def _k(v: Any) -> int | None:
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return None
+    try:
+        k = _int(v)
+    except ValueError:
+        raise ValueError(f"expected 'auto' or a draft length >= 0, got {v!r}") from None
+    if k < 0:
+        raise ValueError(f"draft length must be >= 0, got {k}")
+    return k
+
+
+def _at_least(minimum: float, parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        x = parse(v)
+        if x < minimum:
+            raise ValueError(f"must be >= {minimum}, got {x}")
+        return x
+
+    return check
+
+
+def _top_p(v: Any) -> float:
+    x = _float(v)
+    if not 0.0 < x <= 1.0:
+        raise ValueError(f"must be in (0, 1], got {x}")
+    return x
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        s = _nonempty_str(v).lower()
+        if s not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {v!r}")
+        return s
+
+    return check
+
+
+def _seed(v: Any) -> int | None:
+    if isinstance(v, str) and v.strip().lower() in ("", "none"):
+        return None
+    return _int(v)
+
+
+def _text(v: Any) -> str | None:
+    if not isinstance(v, str):
+        raise ValueError("expected a string")
+    return v or None
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "target": _nonempty_str,
+    "drafter": _nonempty_str,
+    "k": _k,
+    "temperature": _at_least(0.0, _float),
+    "top_p": _top_p,
+    "top_k": _at_least(0, _int),
+    "seed": _seed,
+    "max_new_tokens": _at_least(1, _int),
+    "system": _text,
+    "device": _choice(DEVICES),
+    "quant": _choice(QUANTS),
+    "theme": _nonempty_str,
+}
+assert set(PARSERS) == {f.name for f in fields(RunConfig)}
+
+
+def option_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    explicit = environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    return platformdirs.user_config_path("specchat") / "config.toml"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings, or {} when it does not exist. Unknown keys are errors (typos)."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    unknown = sorted(set(data) - set(PARSERS))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(PARSERS)})"
+        )
+    return data
+
+
+def resolve(
+    cli: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    cli_only: frozenset[str] = frozenset(),
+) -> RunConfig:
+    """Merge the sources, parse and validate every value, fill in the default drafter.
+
+    `cli` maps setting names to what was typed (None = not given). `defaults`
+    replaces built-in defaults (the benchmark's are greedy and shorter).
+    Keys in `cli_only` ignore the config file and environment.
+    """
+    environ = os.environ if environ is None else environ
+    path = config_path(environ)
+    layers: list[tuple[str, Callable[[str], str], Mapping[str, Any]]] = [
+        (f"config file {path}", lambda k: k, read_config_file(path)),
+        ("environment", env_name, {k: environ[env_name(k)] for k in PARSERS if env_name(k) in environ}),
+        ("command line", option_name, {k: v for k, v in cli.items() if v is not None}),
+    ]
+    values: dict[str, Any] = {}
+    for key, parse in PARSERS.items():
+        if defaults and key in defaults:
+            values[key] = defaults[key]
+        for source, name, layer in layers:
+            if key in layer and (source == "command line" or key not in cli_only):
+                try:
+                    values[key] = parse(layer[key])
+                except ValueError as e:
+                    raise ConfigError(f"{name(key)} ({source}): {e}") from None
+    config = RunConfig(**values)
+    if config.drafter is None:
+        values["drafter"] = default_drafter(config.target)
+        config = RunConfig(**values)
+    return config
