@@ -1,0 +1,1 @@
+"""The Textual front end: chat with provenance colouring, gauges, round inspector, replay."""

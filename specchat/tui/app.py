@@ -1,0 +1,566 @@
+"""The specchat Textual app, its factory, and the two entry points the CLI calls.
+
+    run_tui(session_factory, *, theme=None, resume=False, data_dir=None) -> int
+    run_replay(trace_path, *, theme=None) -> int
+
+Threads: the engine runs in a thread worker that only posts messages (one
+`EngineEvent` per engine event); handlers fold events into the `Transcript` and
+the autosave file and mark what changed; a timer repaints the changed widgets in
+batches, so a fast stream never starves keyboard input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from specchat.engine.events import TurnStart
+
+from . import commands
+from .export import to_markdown
+from .messages import EngineEvent, EngineFailed, GenerationDone, LoadFailed, LoadProgress, SessionReady
+from .persist import ConversationLog, TraceError, latest_conversation, load_transcript, record_to_json
+from .render import legend
+from .stats import compute
+from .sysinfo import memory_text
+from .themes import DEFAULT_THEME, load_themes, provenance_colors, resolve_theme_arg
+from .transcript import Answer, Prompt, Record, SystemPrompt, Transcript
+from .widgets.chat import AnswerView, ChatView, UserMessage
+from .widgets.gauges import Gauges, RunInfo
+from .widgets.inspector import Inspector
+from .widgets.prompt import PromptInput
+
+# session_factory(progress) -> ChatSession; progress takes one-line loading messages.
+SessionFactory = Callable[[Callable[[str], None]], object]
+REPAINT_S = 1 / 15  # batch repaint period while an answer streams
+
+
+class SpecChatApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "specchat"
+    BINDINGS = [
+        Binding("escape", "stop", "Stop"),
+        Binding("f2", "toggle_inspector", "Inspector"),
+        Binding("f3", "toggle_rejected", "Rejected"),
+        Binding("f4", "toggle_markdown", "Markdown"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        *,
+        session_factory: SessionFactory | None = None,
+        records: list[Record] | None = None,
+        source: str = "",
+        resume_path: Path | None = None,
+        data_dir: Path | None = None,
+        theme: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.session_factory = session_factory
+        self.replay = session_factory is None
+        self.source = source
+        self.data_dir = data_dir
+        self.session = None
+        self.generating = False
+        self.show_rejected = False
+        self.markdown_all = False
+        self.transcript = Transcript()
+        self.log_file: ConversationLog | None = None
+        self._initial = list(records or [])
+        self._resume_path = resume_path
+        self._spec_drafter = None  # the drafter to restore on /spec on
+        self.info = RunInfo(mode="replay" if self.replay else "live")
+        self._dirty: set[int] = set()  # answer indices to repaint
+        self._gauges_dirty = True
+        load = load_themes()
+        self._theme_load = load
+        for t in load.themes.values():
+            self.register_theme(t)
+        name, self._theme_warning = resolve_theme_arg(theme, load)
+        for t in load.themes.values():  # a theme file given by path joined `load`
+            if t.name not in self.available_themes:
+                self.register_theme(t)
+        if name not in self.available_themes:
+            name = "textual-dark"
+        self.theme = name
+
+    # ---- layout -------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                yield Static(id="status")
+                yield ChatView(id="chat")
+                yield Inspector(id="inspector")
+                yield Static(id="legend")
+                yield PromptInput(id="prompt")
+            yield Gauges(id="gauges")
+        yield Footer()
+
+    @property
+    def prov_colors(self) -> dict[str, str]:
+        return provenance_colors(self.current_theme)
+
+    def on_mount(self) -> None:
+        for failure in self._theme_load.failures:
+            self.notify(f"theme not loaded: {failure}", severity="warning", timeout=8)
+        if self._theme_warning:
+            self.notify(self._theme_warning, severity="warning", timeout=8)
+        self.theme_changed_signal.subscribe(self, lambda _theme: self._repaint_all())
+        prompt = self.query_one(PromptInput)
+        if self._resume_path is not None:
+            transcript, records = load_transcript(self._resume_path)
+            self._initial = records
+            self.log_file = ConversationLog(self._resume_path)
+        for record in self._initial:
+            self._fold(record, log=False)
+        self.transcript.finish()
+        if self.replay:
+            prompt.display = False
+            self._set_status(f"replay · {self.source} · {len(self.transcript.answers)} turns")
+            start = self._latest_start()
+            if start:
+                self.info.target, self.info.drafter, self.info.device = start.target, start.drafter, start.device
+            self.info.memory = "— (no model loaded)"
+            views = self.query(AnswerView)
+            if views:
+                views.last().focus()
+        else:
+            if self.log_file is None:
+                self.log_file = ConversationLog.new(self.data_dir)
+            prompt.disabled = True
+            self._set_status("loading models…")
+            self._load_session()
+            self.set_interval(2.0, self._sample_memory)
+        self.set_interval(REPAINT_S, self._flush)
+        self._repaint_all()
+
+    def _latest_start(self) -> TurnStart | None:
+        starts = [a.start for a in self.transcript.answers if a.start]
+        return starts[-1] if starts else None
+
+    def _set_status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    # ---- records → transcript → widgets ---------------------------------------
+
+    def _fold(self, record: Record, log: bool = True) -> Answer | None:
+        if log and self.log_file is not None:
+            try:
+                self.log_file.append(record)
+            except OSError as exc:  # keep chatting; say once that saving failed
+                self.notify(f"autosave failed: {exc}", severity="error")
+                self.log_file = None
+        answer = self.transcript.apply(record)
+        if answer is not None:
+            index = next(i for i, a in enumerate(self.transcript.answers) if a is answer)
+            if index >= len(self.query(AnswerView)):
+                self._mount_answer(answer, index)
+            self._dirty.add(index)
+        if isinstance(record, TurnStart):
+            self.info.target, self.info.drafter, self.info.device = record.target, record.drafter, record.device
+        self._gauges_dirty = True
+        return answer
+
+    def _mount_answer(self, answer: Answer, index: int) -> None:
+        chat = self.query_one(ChatView)
+        view = AnswerView(answer, index)
+        view.markdown = self.markdown_all and answer.done
+        chat.mount(UserMessage(answer.user_text, self.prov_colors["user"]))
+        chat.mount(view)
+
+    def _flush(self) -> None:
+        if not self._dirty and not self._gauges_dirty:
+            return
+        chat = self.query_one(ChatView)
+        follow = chat.scroll_offset.y >= chat.max_scroll_y - 1
+        views = list(self.query(AnswerView))
+        colors = self.prov_colors
+        waiting = set()  # views mounted but not composed yet: draw them next tick
+        for index in sorted(self._dirty):
+            if index < len(views) and views[index].is_mounted and views[index].children:
+                views[index].redraw(colors, self.show_rejected)
+            else:
+                waiting.add(index)
+        inspector = self.query_one(Inspector)
+        if inspector.display and inspector.answer is not None:
+            shown = inspector.answer
+            if any(views[i].answer is shown for i in self._dirty if i < len(views)):
+                inspector.show(shown, inspector.answer_number, colors)
+        self._dirty = waiting
+        if self._gauges_dirty:
+            self.query_one(Gauges).show(compute(self.transcript), self.info, colors)
+            self._gauges_dirty = False
+        if follow:
+            chat.scroll_end(animate=False)
+
+    def _repaint_all(self) -> None:
+        self._dirty.update(range(len(self.transcript.answers)))
+        self._gauges_dirty = True
+        colors = self.prov_colors
+        self.query_one("#legend", Static).update(legend(colors))
+        for view in self.query(UserMessage):
+            view.recolor(colors["user"])
+        inspector = self.query_one(Inspector)
+        if inspector.answer is not None:
+            inspector.show(inspector.answer, inspector.answer_number, colors)
+        self._flush()
+
+    # ---- loading and running the engine --------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def _load_session(self) -> None:
+        try:
+            session = self.session_factory(lambda text: self.post_message(LoadProgress(text)))
+        except Exception as exc:  # the factory's own errors (ModelError) are user-facing lines
+            self.post_message(LoadFailed(str(exc) or type(exc).__name__))
+            return
+        self.post_message(SessionReady(session))
+
+    def on_load_progress(self, message: LoadProgress) -> None:
+        self._set_status(message.text)
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self._set_status(f"could not load models: {message.error}")
+        self.notify(message.error, title="model loading failed", severity="error", timeout=30)
+
+    def on_session_ready(self, message: SessionReady) -> None:
+        self.session = session = message.session
+        self.info.target = getattr(getattr(session, "target", None), "name", "—")
+        drafter = getattr(session, "drafter", None)
+        self._spec_drafter = drafter if getattr(drafter, "kind", "") != "none" else None
+        self.info.drafter = getattr(drafter, "name", "—")
+        self.info.speculation = getattr(drafter, "kind", "") != "none"
+        self.info.device = str(getattr(getattr(session, "target", None), "device", "—"))
+        if self.transcript.answers:  # --resume: give the engine the conversation so far
+            self._restore_history()
+        else:
+            system = getattr(session, "system_prompt", None)
+            if system:
+                self._fold(SystemPrompt(system))
+        self._sample_memory()
+        self._set_status(self._live_status())
+        prompt = self.query_one(PromptInput)
+        prompt.disabled = False
+        prompt.focus()
+
+    def _restore_history(self) -> None:
+        from specchat.engine.session import Message
+
+        status = {"stopped": "cancelled", "interrupted": "cancelled", "error": "error"}
+        messages = []
+        for a in self.transcript.answers:
+            messages.append(Message("user", a.user_text))
+            messages.append(Message("assistant", a.text, status.get(a.status, "complete")))
+        if self.transcript.system_prompt is not None:
+            self.session.set_system_prompt(self.transcript.system_prompt)
+        self.session.load_history(messages)
+
+    def _live_status(self) -> str:
+        where = self.log_file.path if self.log_file else "not saved"
+        return f"live · saving to {where}"
+
+    def _sample_memory(self) -> None:
+        if self.session is not None:
+            self.info.memory = memory_text(getattr(getattr(self.session, "target", None), "device", None))
+            self._gauges_dirty = True
+
+    @on(PromptInput.Submitted)
+    def _on_submit(self, message: PromptInput.Submitted) -> None:
+        try:
+            command = commands.parse(message.text)
+        except commands.CommandError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if command is not None:
+            self.run_command(command)
+            return
+        self.send(commands.prompt_text(message.text))
+
+    def send(self, text: str) -> None:
+        if self.session is None:
+            self.notify("models are still loading", severity="warning")
+            return
+        if self.generating:
+            self.notify("still answering: press Esc to stop first", severity="warning")
+            return
+        self.generating = True
+        self._fold(Prompt(text))  # saved before the engine starts: a typed prompt is never lost
+        self._flush()
+        self._generate(self.session, text)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
+    def _generate(self, session, text: str) -> None:
+        try:
+            for event in session.send(text):
+                self.post_message(EngineEvent(event))
+        except Exception as exc:  # send() should end turns itself; this is the safety net
+            self.post_message(EngineFailed(f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.post_message(GenerationDone())
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        self._fold(message.event)
+
+    def on_engine_failed(self, message: EngineFailed) -> None:
+        answer = self.transcript.current
+        if answer is not None and not answer.done:
+            answer.error = message.error
+            self._dirty.add(len(self.transcript.answers) - 1)
+        self.notify(message.error, title="generation failed", severity="error")
+
+    def on_generation_done(self, message: GenerationDone) -> None:
+        self.generating = False
+        answer = self.transcript.current
+        if answer is not None and not answer.done:  # the stream ended without TurnEnd
+            answer.interrupted = True
+            self._dirty.add(len(self.transcript.answers) - 1)
+        self._set_status(self._live_status())
+        self._flush()
+
+    def on_unmount(self) -> None:
+        if self.session is not None and self.generating:
+            self.session.cancel()
+        if self.log_file is not None:
+            self.log_file.close()
+
+    # ---- actions and commands ------------------------------------------------
+
+    def action_stop(self) -> None:
+        if self.generating and self.session is not None:
+            self.session.cancel()
+            self._set_status("stopping…")
+
+    def action_toggle_rejected(self) -> None:
+        self.show_rejected = not self.show_rejected
+        self.notify("rejected drafts " + ("shown" if self.show_rejected else "hidden"), timeout=2)
+        self._repaint_all()
+
+    def action_toggle_markdown(self) -> None:
+        self.markdown_all = not self.markdown_all
+        for view in self.query(AnswerView):
+            view.markdown = self.markdown_all and view.answer.done
+        self._repaint_all()
+
+    def action_toggle_inspector(self) -> None:
+        inspector = self.query_one(Inspector)
+        if inspector.display:
+            inspector.display = False
+            return
+        view = self.focused if isinstance(self.focused, AnswerView) else None
+        views = list(self.query(AnswerView))
+        if view is None and views:
+            view = views[-1]
+        if view is None:
+            self.notify("no answer to inspect yet", severity="warning")
+            return
+        self._open_inspector(view, None)
+
+    def _open_inspector(self, view: AnswerView, round_index: int | None) -> None:
+        inspector = self.query_one(Inspector)
+        inspector.display = True
+        inspector.show(view.answer, view.index + 1, self.prov_colors, round_index)
+        inspector.query_one("#rounds").focus()
+
+    @on(AnswerView.TokenSelected)
+    def _on_token(self, message: AnswerView.TokenSelected) -> None:
+        view = message.view
+        self._dirty.add(view.index)
+        inspector = self.query_one(Inspector)
+        if message.round_index < 0:
+            self._flush()
+            return
+        if message.open:
+            self._open_inspector(view, message.round_index)
+            view.focus()
+        elif inspector.display:
+            inspector.show(view.answer, view.index + 1, self.prov_colors, message.round_index)
+        self._flush()
+
+    def run_command(self, command: commands.Command) -> None:
+        name, arg = command.name, command.arg
+        if name == "help":
+            self.notify("\n".join(commands.HELP.values()), title="commands", timeout=15)
+            return
+        if name == "export":
+            self.export_markdown(Path(arg).expanduser() if arg else None)
+            return
+        if name == "trace":
+            self.export_trace(Path(arg).expanduser() if arg else None)
+            return
+        if name == "theme":
+            self.set_theme(arg)
+            return
+        if self.generating:
+            self.notify(f"/{name} waits until the answer ends (Esc stops it)", severity="warning")
+            return
+        if name == "clear":
+            self.session.clear()
+            self._new_conversation()
+        elif name == "system":
+            text = arg or None
+            self.session.set_system_prompt(text)
+            self._fold(SystemPrompt(text))
+            self.notify("system prompt " + ("set" if text else "cleared"))
+        elif name == "spec":
+            self.set_speculation(arg.lower() != "off" if arg else not self.info.speculation)
+        elif name == "k":
+            self.session.settings.k = None if arg.lower() == "auto" else int(arg)
+            self.notify(f"k = {arg.lower()}")
+        elif name == "temp":
+            self.session.settings.temperature = float(arg)
+            self.notify(f"temperature = {float(arg):g}")
+
+    def set_speculation(self, on: bool) -> None:
+        from specchat.engine.drafters import NoDrafter
+
+        if on:
+            if self._spec_drafter is None:
+                self.notify("no drafter to turn on (started with --drafter none)", severity="warning")
+                return
+            self.session.set_drafter(self._spec_drafter)
+        else:
+            self.session.set_drafter(NoDrafter())
+        self.info.speculation = on
+        self.info.drafter = (self._spec_drafter.name if self._spec_drafter else "none")
+        self._gauges_dirty = True
+        self.notify("speculation " + ("on" if on else "off: this turn is the speedup baseline"))
+
+    def set_theme(self, arg: str) -> None:
+        name, warning = resolve_theme_arg(arg, self._theme_load)
+        if warning:
+            self.notify(warning, severity="error")
+            return
+        if name not in self.available_themes:
+            self.register_theme(self._theme_load.themes[name])
+        self.theme = name
+
+    def _new_conversation(self) -> None:
+        if self.log_file is not None:
+            self.log_file.close()
+        self.log_file = ConversationLog.new(self.data_dir)
+        system = self.transcript.system_prompt
+        self.transcript = Transcript()
+        self.query_one(ChatView).remove_children()
+        self.query_one(Inspector).display = False
+        self.query_one(Inspector).answer = None
+        if system:
+            self._fold(SystemPrompt(system))
+        self._set_status(self._live_status())
+        self._gauges_dirty = True
+
+    def _export_path(self, suffix: str) -> Path:
+        from .persist import data_dir
+
+        base = self.data_dir or data_dir()
+        stem = self.log_file.path.stem if self.log_file else "replay"
+        return base / "exports" / f"{stem}{suffix}"
+
+    def export_markdown(self, path: Path | None = None) -> Path | None:
+        path = path or self._export_path(".md")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(to_markdown(self.transcript), encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"export failed: {exc}", severity="error")
+            return None
+        self.notify(f"exported to {path}")
+        return path
+
+    def export_trace(self, path: Path | None = None) -> Path | None:
+        """The engine events of this conversation as JSON lines: `specchat replay` reads it."""
+        path = path or self._export_path(".trace.jsonl")
+        records = [r for r in self._records() if not isinstance(r, (Prompt, SystemPrompt))]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(record_to_json(r) + "\n" for r in records), encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"trace export failed: {exc}", severity="error")
+            return None
+        self.notify(f"trace written to {path}")
+        return path
+
+    def _records(self) -> Iterable[Record]:
+        for a in self.transcript.answers:
+            if a.start:
+                yield a.start
+            yield from a.rounds
+            if a.end:
+                yield a.end
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Inspector", "Show or hide the round inspector", self.action_toggle_inspector)
+        yield SystemCommand("Rejected drafts", "Show or hide rejected draft tokens", self.action_toggle_rejected)
+        yield SystemCommand("Markdown view", "Finished answers as Markdown or provenance", self.action_toggle_markdown)
+        yield SystemCommand("Export Markdown", "Save the conversation as Markdown", self.export_markdown)
+        yield SystemCommand("Export trace", "Save the event stream for specchat replay", self.export_trace)
+        if not self.replay and self.session is not None:
+            yield SystemCommand("Speculation on/off", "Toggle the drafter (off = baseline)",
+                                lambda: self.run_command(commands.Command("spec")))
+            yield SystemCommand("Clear conversation", "Start a new conversation",
+                                lambda: self.run_command(commands.Command("clear")))
+
+
+def make_app(
+    *,
+    session_factory: SessionFactory | None = None,
+    trace: Path | None = None,
+    resume: bool = False,
+    data_dir: Path | None = None,
+    theme: str | None = None,
+) -> SpecChatApp:
+    """The one way to build the app (CLI and tests). Live when `session_factory`
+    is given, replay of `trace` otherwise. Raises TraceError for an unreadable trace."""
+    if session_factory is None:
+        if trace is None:
+            raise ValueError("make_app needs a session_factory or a trace")
+        _, records = load_transcript(trace)
+        return SpecChatApp(records=records, source=str(trace), theme=theme)
+    resume_path = latest_conversation(data_dir) if resume else None
+    app = SpecChatApp(session_factory=session_factory, resume_path=resume_path, data_dir=data_dir, theme=theme)
+    if resume and resume_path is None:
+        app._theme_warning = (app._theme_warning or "") + " no saved conversation to resume; starting a new one"
+    return app
+
+
+def run_tui(
+    session_factory: SessionFactory,
+    *,
+    theme: str | None = None,
+    resume: bool = False,
+    data_dir: Path | None = None,
+) -> int:
+    """Run the chat TUI; returns the exit code.
+
+    session_factory(progress) -> ChatSession is called in a worker thread once the
+    screen is up, so model loading shows progress (call `progress("…")` with one-line
+    messages). Exceptions it raises are shown as a one-line error in the app.
+    theme: a theme name (``dark``/``light``/``colorblind`` or ``specchat-…``) or a
+    path to a theme JSON file; unusable → message in the app, default theme.
+    resume: reopen the most recent autosaved conversation (user data dir).
+    data_dir: where conversations/ and exports/ go (default: platformdirs user data dir).
+    """
+    app = make_app(session_factory=session_factory, resume=resume, data_dir=data_dir, theme=theme)
+    app.run()
+    return app.return_code or 0
+
+
+def run_replay(trace_path: str | Path, *, theme: str | None = None) -> int:
+    """Open a trace (JSON lines of engine events, e.g. from `--trace` or /trace) in
+    the chat view, gauges and inspector, without loading a model. Raises
+    `specchat.tui.persist.TraceError` (one-line message) when the file cannot be read."""
+    app = make_app(trace=Path(trace_path), theme=theme)
+    app.run()
+    return app.return_code or 0
+
+
+__all__ = ["SpecChatApp", "TraceError", "make_app", "run_replay", "run_tui", "DEFAULT_THEME"]
