@@ -11,6 +11,7 @@ one line on stderr; `--debug` adds the traceback.
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from contextlib import contextmanager
@@ -288,3 +289,86 @@ def _default(ctx: typer.Context) -> None:
     """
     if ctx.invoked_subcommand is None:
         ctx.invoke(run)
+
+
+# --- bench ------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    target: TargetOpt = None,
+    drafter: DrafterOpt = None,
+    k: KOpt = None,
+    temperature: Annotated[Optional[float], _opt("--temperature", "0 = greedy.", 0.0)] = None,
+    top_p: TopPOpt = None,
+    top_k: TopKOpt = None,
+    seed: SeedOpt = None,
+    max_new_tokens: Annotated[Optional[int], _opt("--max-new-tokens", "Longest answer per turn.", 128)] = None,
+    device: DeviceOpt = None,
+    quant: QuantOpt = None,
+    prompts: Annotated[Optional[Path], typer.Option(
+        "--prompts", metavar="FILE", dir_okay=False,
+        help='JSON lines: {"category": ..., "prompt": ...} or {"category": ..., "turns": [...]}.')] = None,
+    category: Annotated[Optional[list[str]], typer.Option(
+        "--category", help="Only this category (repeatable).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N prompts per category.")] = None,
+    peers: Annotated[Peers, typer.Option("--peers", help="Also run transformers' generate() and "
+                                         "assisted generation on the same models and prompts.")] = Peers.none,
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measure speculation against the same engine with speculation off.
+
+    Sampling settings come from this command line only (greedy by default), not from
+    the chat's config file or environment.
+    """
+    from specchat.bench import command
+
+    with _errors(debug):
+        config = resolve(dict(target=target, drafter=drafter, k=k, temperature=temperature, top_p=top_p,
+                              top_k=top_k, seed=seed, max_new_tokens=max_new_tokens, device=device,
+                              quant=quant), defaults=command.BENCH_DEFAULTS, cli_only=command.COMMAND_LINE_ONLY)
+        try:
+            chosen, source = command.choose_prompts(prompts, category, limit)
+        except ValueError as e:  # PromptFileError included
+            raise Fail(str(e), EXIT_USAGE) from None
+        command.run(config, chosen, source, peers=peers.value, as_json=json_, load=_load)
+
+
+# --- models -----------------------------------------------------------------------
+
+
+@app.command()
+def models(
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """What could run here: the offline default, the device, quantization, cached models."""
+    with _errors(debug):
+        from specchat import inventory
+
+        inv = inventory.take()
+        if json_:
+            print(json.dumps(inv.to_dict(), ensure_ascii=False))
+        else:
+            from rich.console import Console
+
+            inventory.render(inv, Console())
+
+
+# --- replay -----------------------------------------------------------------------
+
+
+@app.command()
+def replay(
+    trace: Annotated[Path, typer.Argument(help="A trace written by `specchat run --trace FILE`.",
+                                          exists=True, dir_okay=False, show_default=False)],
+    theme: Annotated[Optional[str], typer.Option("--theme", help="Chat screen theme.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Play a recorded trace back on the chat screen."""
+    with _errors(debug):
+        config = resolve(dict(theme=theme))
+        from specchat.tui.app import run_replay
+
+        run_replay(trace, theme=config.theme)

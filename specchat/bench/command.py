@@ -1,0 +1,64 @@
+"""`specchat bench` from resolved options to a printed report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO
+
+from specchat.bench.prompts import BenchPrompt, builtin_prompts, load_prompts, select
+from specchat.config import RunConfig
+
+# Benchmarks are greedy and shorter than chats unless asked otherwise; these settings
+# come from the bench command line only, never from the chat's config file or env.
+BENCH_DEFAULTS = {"temperature": 0.0, "max_new_tokens": 128}
+COMMAND_LINE_ONLY = frozenset({"temperature", "top_p", "top_k", "seed", "max_new_tokens", "system"})
+
+
+def choose_prompts(prompts_file: Path | None, categories: list[str] | None,
+                   limit: int | None) -> tuple[list[BenchPrompt], str]:
+    """(prompts, where they came from); PromptFileError / ValueError for bad choices."""
+    prompts = load_prompts(prompts_file) if prompts_file else builtin_prompts()
+    known = sorted({p.category for p in prompts})
+    unknown = [c for c in categories or [] if c not in known]
+    if unknown:
+        raise ValueError(f"unknown category {unknown[0]!r} (known: {', '.join(known)})")
+    chosen = select(prompts, categories=categories, limit=limit)
+    if not chosen:
+        raise ValueError("no prompts selected")
+    return chosen, str(prompts_file) if prompts_file else "built-in"
+
+
+def run(config: RunConfig, prompts: list[BenchPrompt], source: str, *, peers: str,
+        as_json: bool, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr, load=None) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from specchat.bench.peers import hf_peers
+    from specchat.bench.report import build_report, render
+    from specchat.bench.runner import run_bench, steps
+    from specchat.engine.session import GenerationSettings
+
+    target, drafter = load(config)
+    settings = GenerationSettings(k=config.k, temperature=config.temperature, top_p=config.top_p,
+                                  top_k=config.top_k, seed=config.seed, max_new_tokens=config.max_new_tokens)
+    peer_list = hf_peers(drafter, config.k) if peers == "hf" else []
+    err_console = Console(file=err)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+        task = progress.add_task("warm-up", total=steps(prompts, peer_list))
+        results = run_bench(target, drafter, prompts, settings, peers=peer_list,
+                            on_step=lambda label: progress.update(task, advance=1, description=label))
+    report = build_report(results, {
+        "target": target.name, "drafter": drafter.name, "device": str(target.device),
+        "precision": target.precision, "k": config.k_label, "temperature": config.temperature,
+        "top_p": config.top_p, "top_k": config.top_k, "seed": config.seed,
+        "max_new_tokens": config.max_new_tokens, "prompts": source, "n_prompts": len(prompts),
+        "order": "baseline and speculation alternate per prompt, after a warm-up",
+        "baseline": "the same engine with speculation off (drafter none)",
+    }, {p.key: p.label for p in peer_list})
+    if as_json:
+        out.write(json.dumps(report, ensure_ascii=False) + "\n")
+    else:
+        render(report, Console(file=out))

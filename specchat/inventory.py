@@ -1,0 +1,193 @@
+"""`specchat models`: what could run here, without loading any model.
+
+The offline default and its converted cache, the device `--device auto` picks,
+whether bitsandbytes really quantizes on it (tried on one small layer, not
+assumed), and the causal LMs already in the Hugging Face cache, read from their
+config.json only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class CachedModel:
+    spec: str  # what to pass to --target / --drafter
+    source: str  # "hf-cache" | "specchat-cache"
+    architecture: str
+    vocab_size: int | None
+    size_bytes: int
+    drafter_for_default: bool  # same vocabulary size as the embedded default target
+
+
+@dataclass
+class Inventory:
+    default_target: str
+    default_name: str
+    default_available: bool  # the embedded GGUF is installed
+    default_cache_ready: bool  # converted once already, so loading takes about a second
+    default_problem: str | None
+    device: str
+    device_detail: str
+    quantization: str  # "yes (…)" or "no: why"
+    quantization_ok: bool
+    models: list[CachedModel] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _device() -> tuple[str, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return "cuda", f"{props.name}, {props.total_memory / 2**30:.1f} GiB"
+    return "cpu", f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def _quantization(device: str) -> tuple[bool, str]:
+    """Quantize one small layer with bitsandbytes on `device` and run it."""
+    try:
+        import bitsandbytes as bnb
+        import torch
+    except ImportError:
+        return False, "no: bitsandbytes is not installed"
+    try:
+        layer = bnb.nn.Linear4bit(64, 64, quant_type="nf4", compute_dtype=torch.bfloat16).to(device)
+        layer(torch.randn(1, 64, dtype=torch.bfloat16, device=device))
+        if not layer.weight.bnb_quantized:
+            return False, f"no: bitsandbytes {bnb.__version__} left the weights unquantized on {device}"
+    except Exception as e:  # noqa: BLE001 - any failure means "cannot quantize here"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return False, f"no: bitsandbytes {bnb.__version__} failed on {device} ({first})"
+    default = "the default there" if device == "cuda" else "only with --quant 4bit|8bit; the CPU default is none"
+    return True, f"yes: bitsandbytes {bnb.__version__} 4-bit works on {device} ({default})"
+
+
+def _read_config(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _causal_lm(config: dict[str, Any]) -> str | None:
+    archs = config.get("architectures") or []
+    return next((a for a in archs if a.endswith("ForCausalLM")), None)
+
+
+def _vocab(config: dict[str, Any]) -> int | None:
+    v = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
+    return v if isinstance(v, int) else None
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _hf_cache_models(default_vocab: int | None) -> list[CachedModel]:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # noqa: BLE001 - no cache directory (or an unreadable one) = no models
+        return []
+    found = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for rev in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            config = _read_config(rev.snapshot_path)
+            if config is None:
+                continue
+            arch = _causal_lm(config)
+            if arch:
+                vocab = _vocab(config)
+                found.append(CachedModel(repo.repo_id, "hf-cache", arch, vocab, repo.size_on_disk,
+                                         vocab is not None and vocab == default_vocab))
+            break
+    return found
+
+
+def _converted_models(default_vocab: int | None, embedded: Path | None) -> list[CachedModel]:
+    """GGUF files specchat converted before (other than the embedded one)."""
+    from specchat.models import cache_root
+
+    root = cache_root() / "converted"
+    found = []
+    for d in sorted(root.glob("*")) if root.is_dir() else []:
+        config = _read_config(d)
+        if d.name.startswith(".") or d == embedded or config is None or not _causal_lm(config):
+            continue
+        vocab = _vocab(config)
+        found.append(CachedModel(str(d), "specchat-cache", _causal_lm(config) or "?", vocab, _dir_size(d),
+                                 vocab is not None and vocab == default_vocab))
+    return found
+
+
+def take() -> Inventory:
+    from specchat import models
+
+    problem, default_vocab, embedded = None, None, None
+    try:
+        embedded = models.converted_dir(models.embedded_gguf_path())
+        available = True
+        config = _read_config(embedded)
+        default_vocab = _vocab(config) if config else None
+    except models.ModelError as e:
+        available, problem = False, str(e)
+    device, detail = _device()
+    ok, quant = _quantization(device)
+    return Inventory(
+        default_target="embedded",
+        default_name=models.EMBEDDED_NAME,
+        default_available=available,
+        default_cache_ready=models.embedded_cache_ready(),
+        default_problem=problem,
+        device=device,
+        device_detail=detail,
+        quantization=quant,
+        quantization_ok=ok,
+        models=_hf_cache_models(default_vocab) + _converted_models(default_vocab, embedded),
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def render(inv: Inventory, console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if inv.default_available:
+        ready = "converted cache ready (loads in about a second)" if inv.default_cache_ready else \
+            "not converted yet (the first run converts it once, about 30 s)"
+        default = f"{inv.default_target} = {inv.default_name}, offline, {ready}"
+    else:
+        default = f"{inv.default_target} unavailable: {inv.default_problem}"
+    for label, value in (("default target", default),
+                         ("device", f"{inv.device} ({inv.device_detail})"),
+                         ("quantization", inv.quantization)):
+        console.print(Text.assemble((f"{label:>15}  ", "bold"), value))
+    if not inv.models:
+        console.print(Text.assemble((f"{'cached models':>15}  ", "bold"), "none in the Hugging Face cache"))
+        return
+    table = Table(title="models on disk (usable as --target; same vocabulary as the default → also --drafter)",
+                  title_justify="left")
+    for col in ("spec", "architecture", "vocab", "size", "drafter for embedded"):
+        table.add_column(col)
+    for m in inv.models:
+        table.add_row(m.spec, m.architecture, str(m.vocab_size or "?"), _size(m.size_bytes),
+                      "yes" if m.drafter_for_default else "no")
+    console.print(table)
