@@ -341,7 +341,6 @@ class SpecChatApp(App):
 
     def action_toggle_rejected(self) -> None:
         self.show_rejected = not self.show_rejected
-        self.notify("rejected drafts " + ("shown" if self.show_rejected else "hidden"), timeout=2)
         self._repaint_all()
 
     def action_toggle_markdown(self) -> None:

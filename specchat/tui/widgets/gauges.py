@@ -66,7 +66,7 @@ def render_gauges(values: GaugeValues, info: RunInfo, colors: dict[str, str]) ->
     row("device", info.device)
     row("memory", info.memory)
     k_now = "—" if values.current_k is None else str(values.current_k)
-    k_set = f" ({values.k_setting})" if values.k_setting is not None else ""
+    k_set = "" if values.k_setting is None else " (auto)" if values.k_setting == "auto" else " (fixed)"
     row("k", k_now + k_set)
     out.append("\nacceptance", head)
     out.append("  accepted/drafted\n", label)

@@ -34,6 +34,12 @@ def verdicts(r: Round) -> list[str]:
     return out
 
 
+def fmt_ms(seconds: float) -> str:
+    """Milliseconds, switching to seconds where ms would not fit the column."""
+    ms = seconds * 1000
+    return f"{ms:.1f}" if ms < 1000 else f"{seconds:.1f} s"
+
+
 def verdict_style(verdict: str, colors: dict[str, str]) -> Style:
     if verdict == "accepted":
         return Style(color=colors["accepted"])
@@ -81,9 +87,10 @@ class Inspector(Vertical):
         rounds = DataTable(id="rounds", cursor_type="row", zebra_stripes=True)
         rounds.add_column("round")
         rounds.add_column("k")
-        rounds.add_column("drafted: accepted·rejected·discarded", width=34)
-        rounds.add_column("target token", width=18)
-        rounds.add_columns("draft ms", "verify ms")
+        rounds.add_column("drafted: accepted·rejected·discarded", width=30)
+        rounds.add_column("target token", width=16)
+        rounds.add_column("draft ms", width=8)
+        rounds.add_column("verify ms", width=9)
         yield rounds
         tokens = DataTable(id="round-tokens", cursor_type="row")
         tokens.add_columns("pos", "token", "id", "p (drafter)", "q (target)", "verdict")
@@ -100,7 +107,7 @@ class Inspector(Vertical):
         for r in answer.rounds[self._shown_rounds:]:
             table.add_row(
                 str(r.index), str(r.k), drafted_cell(r, colors), emitted_cell(r, colors),
-                f"{r.draft_time_s * 1000:.1f}", f"{r.verify_time_s * 1000:.1f}",
+                fmt_ms(r.draft_time_s), fmt_ms(r.verify_time_s),
             )
         self._shown_rounds = len(answer.rounds)
         title = Text(f"Inspector · answer {number} · {len(answer.rounds)} rounds", Style(bold=True))
@@ -132,6 +139,6 @@ class Inspector(Vertical):
                 str(len(r.drafted)), Text(token_label(e.text) or "∅", Style(color=c[e.kind], bold=True)),
                 str(e.token_id), "", f"{e.q:.3f}", Text(e.kind, Style(color=c[e.kind])),
             )
-        summary = f"draft {r.draft_time_s * 1000:.1f} ms · verify {r.verify_time_s * 1000:.1f} ms"
+        summary = f"draft {fmt_ms(r.draft_time_s)} · verify {fmt_ms(r.verify_time_s)} (ms)"
         tokens.border_subtitle = summary
         tokens.border_title = f"round {r.index}: {r.n_accepted}/{len(r.drafted)} accepted"

@@ -16,7 +16,7 @@ class PromptInput(TextArea):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
-        self.history: list[str] = []
+        self.sent: list[str] = []
         self._recall: int | None = None  # index into history while recalling
         self._draft = ""  # what was typed before recalling started
 
@@ -26,7 +26,7 @@ class PromptInput(TextArea):
             event.prevent_default()
             text = self.text.strip()
             if text:
-                self.history.append(self.text)
+                self.sent.append(self.text)
                 self._recall = None
                 self.clear()
                 self.post_message(self.Submitted(text))
@@ -36,24 +36,24 @@ class PromptInput(TextArea):
             event.prevent_default()
             self.insert("\n")
             return
-        if event.key == "up" and self.cursor_location[0] == 0 and self.history:
+        if event.key == "up" and self.cursor_location[0] == 0 and self.sent:
             event.stop()
             event.prevent_default()
             if self._recall is None:
                 self._draft = self.text
-                self._recall = len(self.history)
+                self._recall = len(self.sent)
             self._recall = max(0, self._recall - 1)
-            self._show(self.history[self._recall])
+            self._show(self.sent[self._recall])
             return
         if event.key == "down" and self._recall is not None and self.cursor_location[0] == self.document.line_count - 1:
             event.stop()
             event.prevent_default()
             self._recall += 1
-            if self._recall >= len(self.history):
+            if self._recall >= len(self.sent):
                 self._recall = None
                 self._show(self._draft)
             else:
-                self._show(self.history[self._recall])
+                self._show(self.sent[self._recall])
             return
         await super()._on_key(event)
 
