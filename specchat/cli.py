@@ -107,9 +107,11 @@ def _classify(e: BaseException) -> tuple[int, str]:
         return EXIT_INTERRUPTED, "interrupted"
     if isinstance(e, BrokenPipeError):
         return EXIT_OK, ""  # the reader (`| head`) has all it wanted
-    models = sys.modules.get("specchat.models")  # a ModelError implies it was imported
-    if models is not None and isinstance(e, models.ModelError):
-        return EXIT_ERROR, str(e)
+    # A ModelError or TraceError implies its module was imported: no import here.
+    for module, name in (("specchat.models", "ModelError"), ("specchat.tui.persist", "TraceError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(e, cls):
+            return EXIT_ERROR, str(e)
     if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
         return EXIT_ERROR, f"out of memory: {_first_line(e)} (try --quant 4bit, a smaller model or --device cpu)"
     from specchat.oneshot import EngineFailure
@@ -187,7 +189,7 @@ def _progress(message: str) -> None:
         print(f"specchat: {message}", file=sys.stderr, flush=True)
 
 
-def _load(config: RunConfig):
+def _load(config: RunConfig, progress=_progress):
     """(target, drafter) as the config asks."""
     from specchat.models import load_drafter, load_target
 
@@ -196,8 +198,8 @@ def _load(config: RunConfig):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    target = load_target(config.target, device=config.device, quant=config.quant, progress=_progress)
-    drafter = load_drafter(config.drafter, target, quant=config.quant, progress=_progress)
+    target = load_target(config.target, device=config.device, quant=config.quant, progress=progress)
+    drafter = load_drafter(config.drafter, target, quant=config.quant, progress=progress)
     return target, drafter
 
 
@@ -240,7 +242,8 @@ def run(
     system: Annotated[Optional[str], typer.Option("--system", help="System prompt.", rich_help_panel=MODELS)] = None,
     device: DeviceOpt = None,
     quant: QuantOpt = None,
-    theme: Annotated[Optional[str], typer.Option("--theme", help="Chat screen theme.")] = None,
+    theme: Annotated[Optional[str], typer.Option("--theme", help="Chat screen theme: a name or a theme file.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Reopen the last conversation (chat screen).")] = False,
     show_rejected: Annotated[bool, typer.Option(
         "--show-rejected", help="Also print rejected drafts, struck through (coloured output only).")] = False,
     color: Annotated[Color, typer.Option("--color", help="Colour the answer by provenance. "
@@ -258,7 +261,12 @@ def run(
                               top_k=top_k, seed=seed, max_new_tokens=max_new_tokens, system=system,
                               device=device, quant=quant, theme=theme))
         if prompt is None and _stdin_is_tty():
-            return _run_tui(config, trace, debug)
+            one_shot_only = [o for o, v in (("--json", json_), ("--stats", stats), ("--trace", trace)) if v]
+            if one_shot_only:
+                raise Fail(f"{one_shot_only[0]} applies to one-shot mode (give a prompt or pipe text on stdin)",
+                           EXIT_USAGE)
+            _check_theme(config.theme)
+            raise typer.Exit(_run_tui(config, resume))
         stdin_text = None if _stdin_is_tty() else _read_stdin()
         text = compose_prompt(prompt, stdin_text)
         if not text.strip():
@@ -275,10 +283,26 @@ def run(
     raise typer.Exit(code)
 
 
-def _run_tui(config: RunConfig, trace: Path | None, debug: bool) -> None:
+def _run_tui(config: RunConfig, resume: bool) -> int:
+    from specchat.engine.session import ChatSession
     from specchat.tui.app import run_tui
 
-    run_tui(config=config, trace=trace, debug=debug)
+    def session_factory(progress):  # called by the TUI in a worker, once its screen is up
+        target, drafter = _load(config, progress)
+        return ChatSession(target, drafter, system_prompt=config.system, settings=_settings(config))
+
+    return run_tui(session_factory, theme=config.theme, resume=resume)
+
+
+def _check_theme(theme: str | None) -> None:
+    """An unknown theme is a usage error here (the TUI itself would fall back)."""
+    if theme is None:
+        return
+    from specchat.tui.themes import load_themes, resolve_theme_arg
+
+    _, warning = resolve_theme_arg(theme, load_themes())
+    if warning:
+        raise Fail(warning.rsplit("; using", 1)[0], EXIT_USAGE)
 
 
 @app.callback(invoke_without_command=True)
@@ -369,6 +393,8 @@ def replay(
     """Play a recorded trace back on the chat screen."""
     with _errors(debug):
         config = resolve(dict(theme=theme))
+        _check_theme(config.theme)
         from specchat.tui.app import run_replay
 
-        run_replay(trace, theme=config.theme)
+        code = run_replay(trace, theme=config.theme)
+    raise typer.Exit(code)

@@ -214,27 +214,23 @@ def _produce(session: Session, prompt: str, q: queue.Queue) -> None:
         q.put(_DONE)
 
 
-def _events(session: Session, prompt: str) -> Iterator[Event | _Failure]:
-    """The turn's events; Ctrl+C asks the engine to stop at the next round and keeps
-    reading until it ends the turn (a second Ctrl+C gives up waiting)."""
-    q: queue.Queue = queue.Queue()
-    worker = threading.Thread(target=_produce, args=(session, prompt, q), daemon=True)
-    worker.start()
-    interrupted = False
-    while True:
-        try:
-            item = q.get(timeout=0.1)  # a timeout keeps Ctrl+C deliverable
-        except queue.Empty:
-            continue
-        except KeyboardInterrupt:
-            if interrupted:
-                raise
-            interrupted = True
-            session.cancel()
-            continue
-        if item is _DONE:
-            return
-        yield item
+class _Turn:
+    """The engine's events for one turn, read from its worker thread."""
+
+    def __init__(self, session: Session, prompt: str) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=_produce, args=(session, prompt, self.queue), daemon=True)
+        self.started = False
+
+    def next(self) -> Event | _Failure | object:
+        if not self.started:
+            self.started = True  # before start(): a Ctrl+C inside it must not start a second engine
+            self.thread.start()
+        while True:
+            try:
+                return self.queue.get(timeout=0.1)  # a timeout keeps Ctrl+C deliverable
+            except queue.Empty:
+                continue
 
 
 class EngineFailure(Exception):
@@ -254,30 +250,41 @@ def run_turn(session: Session, prompt: str, opts: Options, out: IO[str], err: IO
     trace = open(opts.trace, "w", encoding="utf-8") if opts.trace else None
     start: TurnStart | None = None
     end: TurnEnd | None = None
+    turn = _Turn(session, prompt)
+    interrupted = False
     try:
-        for item in _events(session, prompt):
-            if isinstance(item, _Failure):
-                raise EngineFailure(str(item.exc) or type(item.exc).__name__) from item.exc
-            if trace:
-                trace.write(to_json(item) + "\n")
-                trace.flush()  # an interrupted run still leaves a readable trace
-            if isinstance(item, TurnStart):
-                start = item
-            elif isinstance(item, Notice):
-                err.write(f"specchat: note: {neutralize(item.message)}\n")
-            elif isinstance(item, Round) and writer:
-                writer.round(item)
-            elif isinstance(item, TurnEnd):
-                end = item
+        while True:
+            # Ctrl+C may land anywhere in this loop: the first asks the engine to stop
+            # at the next round and keeps reading until it ends the turn; a second
+            # stops waiting. Either way what was printed stays.
+            try:
+                item = turn.next()
+                if item is _DONE:
+                    break
+                if isinstance(item, _Failure):
+                    raise EngineFailure(str(item.exc) or type(item.exc).__name__) from item.exc
+                if trace:
+                    trace.write(to_json(item) + "\n")
+                    trace.flush()  # an interrupted run still leaves a readable trace
+                if isinstance(item, TurnStart):
+                    start = item
+                elif isinstance(item, Notice):
+                    err.write(f"specchat: note: {neutralize(item.message)}\n")
+                elif isinstance(item, Round) and writer:
+                    writer.round(item)
+                elif isinstance(item, TurnEnd):
+                    end = item
+            except KeyboardInterrupt:
+                if interrupted:
+                    if writer:
+                        writer.finish()
+                    return EXIT_INTERRUPTED
+                interrupted = True
+                session.cancel()
     except BrokenPipeError:
         # The reader went away (`| head`): stop generating; nothing is wrong.
         session.cancel()
         raise
-    except KeyboardInterrupt:
-        # Second Ctrl+C: stop waiting for the engine; what was printed stays.
-        if writer:
-            writer.finish()
-        return EXIT_INTERRUPTED
     finally:
         if trace:
             trace.close()
@@ -293,6 +300,6 @@ def run_turn(session: Session, prompt: str, opts: Options, out: IO[str], err: IO
     if end.finish_reason == "error":
         err.write(f"specchat: error: {neutralize(end.error or 'generation failed')}\n")
         return EXIT_ERROR
-    if end.finish_reason == "cancelled":
+    if end.finish_reason == "cancelled" or interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK
