@@ -1,0 +1,44 @@
+"""Small builders shared by the engine tests (real models, no stand-ins)."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from specchat.engine.detok import IncrementalDecoder
+from specchat.engine.draft_length import FixedK
+from specchat.engine.forward import new_cache, sync_cache
+from specchat.engine.sampling import SamplingSettings
+from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules
+
+
+def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """A tokenizer whose tokens are the words t0..t{n-1}, for tiny-vocabulary models."""
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def as_target(model, tokenizer, name: str = "tiny") -> SimpleNamespace:
+    """What ChatSession needs of a loaded model."""
+    return SimpleNamespace(model=model, tokenizer=tokenizer, name=name, device=model.device)
+
+
+def decode_once(model, tokenizer, drafter, prompt: list[int], *, k: int, new_tokens: int,
+                sampling: SamplingSettings, generator: torch.Generator | None = None,
+                eos_ids=frozenset()) -> tuple[DecodeState, list, SpeculativeDecoder]:
+    """Run the speculative loop on a bare prompt (no chat template)."""
+    cache, cached = new_cache(model), []
+    sync_cache(model, cache, cached, prompt[:-1], keep=0)
+    drafter.reset()
+    drafter.prefill(prompt)
+    decoder = SpeculativeDecoder(model, cache, cached, drafter, IncrementalDecoder(tokenizer), sampling,
+                                 FixedK(k), StopRules(eos_ids=eos_ids, max_new_tokens=new_tokens),
+                                 generator, threading.Event())
+    state = DecodeState(tokens=list(prompt), prompt_len=len(prompt))
+    rounds = list(decoder.run(state, turn=1))
+    return state, rounds, decoder

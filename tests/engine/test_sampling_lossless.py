@@ -1,0 +1,112 @@
+"""Speculative sampling must keep the target's distribution exactly.
+
+Two levels: the accept/resample rule alone on fixed distributions (many samples,
+fast), and the whole loop on tiny random models whose exact next-two-token
+distribution we can enumerate. Each test also runs a deliberately broken
+resampler through the same statistic to show the bound can fail.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specchat.engine import sampling
+from specchat.engine.drafters import ModelDrafter
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
+
+from .helpers import decode_once, word_tokenizer
+
+SAMPLE = SamplingSettings(temperature=1.0)
+
+
+def total_variation(counts: torch.Tensor, exact: torch.Tensor) -> float:
+    return 0.5 * float((counts / counts.sum() - exact).abs().sum())
+
+
+def broken_verify(draft_ids, draft_probs, target_logits, target_probs, settings, generator):
+    """Resamples a rejection from q itself instead of norm(max(0, q - p)): biased."""
+    for i, token in enumerate(draft_ids):
+        p = float(draft_probs[i, token])
+        if float(torch.rand((), generator=generator)) * p <= float(target_probs[i, token]):
+            continue
+        return sampling.Verdict(i, sampling.sample(target_probs[i], generator), False)
+    return sampling.Verdict(len(draft_ids), sampling.sample(target_probs[-1], generator), True)
+
+
+def first_token_counts(rule, p: torch.Tensor, q: torch.Tensor, n: int) -> torch.Tensor:
+    """Draft one token from p, verify against q; count the first token of the answer."""
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros_like(q)
+    q_rows = torch.stack([q, q])
+    for _ in range(n):
+        drafted = sampling.sample(p, gen)
+        verdict = rule([drafted], p[None], q_rows.log(), q_rows, SAMPLE, gen)
+        counts[drafted if verdict.n_accepted else verdict.next_token] += 1
+    return counts
+
+
+def test_accept_resample_rule_keeps_target_distribution():
+    p = torch.tensor([0.50, 0.20, 0.10, 0.10, 0.05, 0.05])  # drafter, over-confident in token 0
+    q = torch.tensor([0.10, 0.30, 0.25, 0.05, 0.20, 0.10])  # target
+    n = 20000
+    good = total_variation(first_token_counts(verify, p, q, n), q)
+    broken = total_variation(first_token_counts(broken_verify, p, q, n), q)
+    bound = 0.02  # sampling noise at n=20000 over 6 tokens is ~0.006
+    assert good < bound
+    assert broken > bound, "the statistic must be able to catch a biased resampler"
+
+
+def _exact_two_token_marginals(model, prompt, settings):
+    """P(t1) and P(t2) under the target with the given sampling settings, enumerated."""
+    with torch.inference_mode():
+        first = logits_to_probs(model(torch.tensor([prompt])).logits[0, -1], settings)
+        batch = torch.tensor([prompt + [t] for t in range(first.numel())])
+        second_given = logits_to_probs(model(batch).logits[:, -1], settings)
+    return first, first @ second_given
+
+
+def _sampled_marginals(target, drafter, tokenizer, prompt, settings, n, monkeypatch=None):
+    first = torch.zeros(target.config.vocab_size)
+    second = torch.zeros_like(first)
+    gen = torch.Generator().manual_seed(1234)
+    for _ in range(n):
+        state, _, _ = decode_once(target, tokenizer, drafter, prompt, k=2, new_tokens=2,
+                                  sampling=settings, generator=gen)
+        first[state.generated[0]] += 1
+        second[state.generated[1]] += 1
+    return first, second
+
+
+def test_speculative_loop_keeps_target_distribution(tiny_llama, monkeypatch):
+    vocab = 12
+    target, draft_model = tiny_llama(vocab, seed=0), tiny_llama(vocab, seed=7)
+    for model in (target, draft_model):  # random init is near-uniform; sharpen so p and q differ
+        model.lm_head.weight.data.mul_(6.0)
+    tokenizer = word_tokenizer(vocab)
+    drafter = ModelDrafter(draft_model, name="tiny-draft", vocab_size=vocab)
+    prompt = [3, 1, 4, 1, 5]
+    # Temperature and top-k are applied identically to both sides; top-k changes the support.
+    settings = SamplingSettings(temperature=1.5, top_k=8)
+    exact_first, exact_second = _exact_two_token_marginals(target, prompt, settings)
+    n = 1200
+    first, second = _sampled_marginals(target, drafter, tokenizer, prompt, settings, n)
+    bound = 0.07  # noise at n=1200 over 12 tokens is ~0.03
+    assert total_variation(first, exact_first) < bound
+    assert total_variation(second, exact_second) < bound
+
+    monkeypatch.setattr("specchat.engine.speculative.verify", broken_verify)
+    first_b, second_b = _sampled_marginals(target, drafter, tokenizer, prompt, settings, n)
+    broken = max(total_variation(first_b, exact_first), total_variation(second_b, exact_second))
+    print(f"TV first={total_variation(first, exact_first):.3f} second={total_variation(second, exact_second):.3f} "
+          f"broken={broken:.3f}; exact first={exact_first.tolist()}")
+    assert broken > bound
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0]).log_softmax(-1)
+    probs = logits_to_probs(logits, SamplingSettings(temperature=1.0, top_p=0.7))
+    base = torch.softmax(logits, -1)
+    # the top token holds < 0.7, the top two reach it: exactly those two stay
+    assert base[0] < 0.7 <= base[0] + base[1]
+    assert (probs > 0).tolist() == [True, True, False, False]
+    assert torch.isclose(probs.sum(), torch.tensor(1.0))
