@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from specchat.engine.events import Round, TurnEnd
+from specchat.engine.events import TurnEnd
 from specchat.tui.app import make_app
 from specchat.tui.render import safe
 from specchat.tui.themes import provenance_colors

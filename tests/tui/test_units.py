@@ -15,7 +15,6 @@ from specchat.tui.themes import (DEFAULT_THEME, FALLBACK_PROVENANCE, load_theme_
                                  resolve_theme_arg)
 from specchat.tui.transcript import Prompt, Transcript
 
-from .conftest import TRACE
 
 
 def test_transcript_text_matches_turn_end(trace_events):
@@ -42,7 +41,6 @@ def test_rejected_pieces_sit_before_their_correction(trace_events):
 
 
 def test_model_text_is_never_markup():
-    text = answer_text([], FALLBACK_PROVENANCE)
     from specchat.tui.render import Piece
 
     text = answer_text([Piece("[bold red]x[/bold red]", "target", 0, 0)], FALLBACK_PROVENANCE)
