@@ -1,0 +1,61 @@
+"""Self-distillation of a drafter for the embedded target: `specchat distill`.
+
+`main(argv)` is the command line; `python -m specchat.distill --help` runs it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from specchat.distill.datagen import DataSettings
+from specchat.distill.train import TrainSettings
+
+
+def _default_work_dir() -> Path:
+    from specchat.models import cache_root
+    return cache_root() / "distill"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specchat distill",
+        description="Train a small drafter on the target's own answers (self-distillation). "
+                    "Resumable: run the same command again to continue.")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="data shards and checkpoints (default: the specchat cache dir)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the drafter (default: WORK_DIR/smoldraft)")
+    parser.add_argument("--target", default="embedded", help="target model spec (default: embedded)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    for group, cls in (("data", DataSettings), ("training", TrainSettings)):
+        g = parser.add_argument_group(group)
+        for f in fields(cls):
+            if f.name == "seed":
+                continue
+            g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                           dest=f"{group}_{f.name}", help=f"(default: {f.default})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for prompts, sampling, data order (default: 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from specchat.distill.pipeline import run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = DataSettings(seed=args.seed, **{f.name: getattr(args, f"data_{f.name}")
+                                           for f in fields(DataSettings) if f.name != "seed"})
+    train = TrainSettings(seed=args.seed, **{f.name: getattr(args, f"training_{f.name}")
+                                             for f in fields(TrainSettings) if f.name != "seed"})
+    work = args.work_dir or _default_work_dir()
+    out = args.out or work / "smoldraft"
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    run(work, out, data, train, target_spec=args.target, argv=argv, log=log)
+    return 0

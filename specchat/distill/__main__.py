@@ -1,0 +1,5 @@
+import sys
+
+from specchat.distill import main
+
+sys.exit(main())

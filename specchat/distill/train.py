@@ -1,0 +1,208 @@
+"""Train the drafter on the target's own answers, resumably.
+
+Loss per answer position: cross-entropy to the target's argmax (what greedy
+verification accepts) mixed with cross-entropy to the target's top-k distribution
+renormalised over the draft vocabulary (soft labels carry more per token, which
+matters when a CPU can only generate a few hundred answers).
+
+The run checkpoints model, optimizer, step and RNG every `checkpoint_every` steps;
+started again with the same settings it continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from specchat.distill.vocab import index_map
+from specchat.engine.trained_drafter import DraftConfig, DraftModel
+
+
+@dataclass
+class TrainSettings:
+    layers: int = 2
+    draft_vocab: int = 8192
+    steps: int = 600
+    tokens_per_batch: int = 4096
+    lr: float = 6e-4
+    warmup: int = 30
+    soft_weight: float = 0.5  # share of the soft (top-k) loss; the rest is the argmax CE
+    holdout: float = 0.05  # share of greedy answers kept out for evaluation
+    checkpoint_every: int = 50
+    seed: int = 0
+
+
+def init_from_target(target, cfg: DraftConfig, vocab: list[int]) -> DraftModel:
+    """Layers from the target's first layers, final norm and head rows from the target
+    (its head is its embedding table), so training starts near the target's own view."""
+    embed = target.get_input_embeddings().weight.detach().float()
+    model = DraftModel(cfg, embed, torch.tensor(vocab))
+    base = target.model
+    for i, layer in enumerate(model.layers):
+        src = base.layers[i]
+        pairs = {"input_layernorm": src.input_layernorm, "post_attention_layernorm": src.post_attention_layernorm,
+                 "q_proj": src.self_attn.q_proj, "k_proj": src.self_attn.k_proj, "v_proj": src.self_attn.v_proj,
+                 "o_proj": src.self_attn.o_proj, "gate_proj": src.mlp.gate_proj, "up_proj": src.mlp.up_proj,
+                 "down_proj": src.mlp.down_proj}
+        for name, module in pairs.items():
+            getattr(layer, name).weight.data.copy_(module.weight.detach().float())
+    model.norm.weight.data.copy_(base.norm.weight.detach().float())
+    head = target.get_output_embeddings().weight.detach().float()
+    model.head.weight.data.copy_(head[torch.tensor(vocab)])
+    return model.float()
+
+
+@dataclass
+class Example:
+    inputs: list[int]  # prompt + answer without its last token
+    start: int  # first input position whose prediction is trained (last prompt token)
+    hard: torch.Tensor  # [n] draft indices (-100 outside the draft vocabulary)
+    soft_ids: torch.Tensor  # [n, k] draft indices (-100 outside)
+    soft_p: torch.Tensor  # [n, k] target probabilities, renormalised over the kept ones
+
+
+def make_example(rec: dict, table: torch.Tensor) -> Example:
+    prompt, answer = rec["prompt"], rec["answer"]
+    hard = table[torch.tensor(rec["labels"], dtype=torch.long)]
+    soft_ids = table[rec["top_ids"].long()]
+    p = rec["top_logprobs"].float().exp() * (soft_ids >= 0)
+    p = p / p.sum(-1, keepdim=True).clamp_min(1e-9)
+    return Example((prompt + answer)[:-1], len(prompt) - 1, hard, soft_ids, p)
+
+
+def batches(examples: list[Example], tokens_per_batch: int, rng: random.Random) -> list[list[Example]]:
+    """Length-sorted groups (little padding), in a shuffled order."""
+    order = sorted(examples, key=lambda e: len(e.inputs))
+    groups, current = [], []
+    for ex in order:
+        if current and len(ex.inputs) * (len(current) + 1) > tokens_per_batch:
+            groups.append(current)
+            current = []
+        current.append(ex)
+    if current:
+        groups.append(current)
+    rng.shuffle(groups)
+    return groups
+
+
+def collate(group: list[Example]):
+    width = max(len(e.inputs) for e in group)
+    k = group[0].soft_ids.shape[1]
+    ids = torch.zeros(len(group), width, dtype=torch.long)
+    hard = torch.full((len(group), width), -100, dtype=torch.long)
+    soft_ids = torch.full((len(group), width, k), -100, dtype=torch.long)
+    soft_p = torch.zeros(len(group), width, k)
+    for row, e in enumerate(group):
+        n = len(e.hard)
+        ids[row, : len(e.inputs)] = torch.tensor(e.inputs)
+        # Right padding: causal attention never lets a real position see a pad.
+        hard[row, e.start:e.start + n] = e.hard
+        soft_ids[row, e.start:e.start + n] = e.soft_ids
+        soft_p[row, e.start:e.start + n] = e.soft_p
+    return ids, hard, soft_ids, soft_p
+
+
+def loss_fn(model: DraftModel, ids, hard, soft_ids, soft_p, soft_weight: float) -> tuple[torch.Tensor, float]:
+    """Loss over the answer positions only: the output layer, the costliest part, is
+    not run on prompt positions or padding."""
+    mask = hard >= 0
+    mask |= soft_p.sum(-1) > 0
+    logp = torch.log_softmax(model.head(model.features(ids)[mask]).float(), dim=-1)
+    hard, soft_ids, soft_p = hard[mask], soft_ids[mask], soft_p[mask]
+    hard_loss = F.nll_loss(logp, hard, ignore_index=-100) if (hard >= 0).any() else logp.sum() * 0
+    picked = logp.gather(-1, soft_ids.clamp_min(0)) * (soft_ids >= 0)
+    soft_loss = -(picked * soft_p).sum(-1).mean()
+    known = hard >= 0
+    acc = (logp.argmax(-1)[known] == hard[known]).float().mean().item() if known.any() else 0.0
+    return (1 - soft_weight) * hard_loss + soft_weight * soft_loss, acc
+
+
+def lr_at(step: int, s: TrainSettings) -> float:
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    progress = (step - s.warmup) / max(1, s.steps - s.warmup)
+    return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(model: DraftModel, examples: list[Example], s: TrainSettings, checkpoint: Path,
+          on_step: Callable[[int, float, float], None] | None = None) -> DraftModel:
+    """Train for s.steps batches; epoch e's batch order comes from (seed, e), so the
+    step count alone says where a resumed run picks up."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=0.0)
+    step = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["settings"] != asdict(s) or state["examples"] != len(examples):
+            raise ValueError(f"{checkpoint} was written for other settings or data; remove it to start over")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+    per_epoch = len(batches(examples, s.tokens_per_batch, random.Random(0)))
+    model.train()
+    while step < s.steps:
+        epoch, offset = divmod(step, per_epoch)
+        groups = batches(examples, s.tokens_per_batch, random.Random(s.seed * 1000 + epoch))
+        for group in groups[offset:]:
+            if step >= s.steps:
+                break
+            ids, hard, soft_ids, soft_p = collate(group)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, s)
+            loss, acc = loss_fn(model, ids, hard, soft_ids, soft_p, s.soft_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if on_step:
+                on_step(step, loss.item(), acc)
+            if step % s.checkpoint_every == 0 or step == s.steps:
+                _save_checkpoint(checkpoint, model, opt, step, len(examples), s)
+    model.eval()
+    return model
+
+
+def _save_checkpoint(path: Path, model, opt, step: int, n_examples: int, s: TrainSettings) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "examples": n_examples, "settings": asdict(s)}, tmp)
+    tmp.replace(path)  # a checkpoint is either whole or the previous one
+
+
+@torch.no_grad()
+def evaluate(model: DraftModel, records: list[dict], table: torch.Tensor, k: int = 4) -> dict:
+    """Greedy acceptance the drafter would get on held-out greedy answers.
+
+    Under greedy verification the context of every round is the target's own greedy
+    answer, so teacher-forced agreement decides acceptance exactly: a round starting
+    at position i accepts the run of agreeing positions from i, at most k, and adds
+    one target token. (Numerics of a bf16 target may pick other ties; that is all.)
+    """
+    model.eval()
+    drafted = accepted = rounds = tokens = agree_total = positions = 0
+    for rec in records:
+        ex = make_example(rec, table)
+        logits = model(torch.tensor([ex.inputs]))[0, ex.start:ex.start + len(ex.hard)]
+        agree = (logits.argmax(-1) == ex.hard).tolist()
+        agree_total += sum(agree)
+        positions += len(agree)
+        i = 0
+        while i < len(agree):
+            n = 0
+            while n < k and i + n < len(agree) and agree[i + n]:
+                n += 1
+            # The engine drafts k whatever follows, so every round counts k drafted.
+            drafted, accepted, rounds = drafted + k, accepted + n, rounds + 1
+            step = min(n + 1, len(agree) - i)
+            tokens += step
+            i += step
+    return {"token_agreement": agree_total / max(positions, 1),
+            f"acceptance_k{k}": accepted / max(drafted, 1),
+            f"tokens_per_round_k{k}": tokens / max(rounds, 1), "answers": len(records)}

@@ -1,0 +1,310 @@
+"""A small drafter trained by specchat for one target (`specchat distill`).
+
+The model is a shallow Llama that borrows the target's input embedding table (frozen,
+not shipped: the target is loaded anyway) and predicts over a reduced draft vocabulary,
+the few thousand tokens the target itself emits most. The 49k-row output layer is what
+makes a small drafter expensive on a CPU; a reduced head costs a tenth of it, and the
+target simply rejects a draft that needed a token outside the subset.
+
+Shipped files (one directory): config.json (`DraftConfig`), model.safetensors (layers,
+final norm, head), vocab.json (draft index → target token id), provenance.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specchat.engine.drafters import Proposal
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, sample
+
+
+@dataclass
+class DraftConfig:
+    hidden_size: int = 576
+    num_layers: int = 2
+    num_heads: int = 9
+    num_kv_heads: int = 3
+    head_dim: int = 64
+    intermediate_size: int = 1536
+    rope_theta: float = 100000.0
+    rms_norm_eps: float = 1e-5
+    draft_vocab: int = 8192
+    target_vocab: int = 49152
+
+    @classmethod
+    def from_target(cls, config, num_layers: int, draft_vocab: int) -> DraftConfig:
+        rope = getattr(config, "rope_parameters", None) or {}
+        return cls(hidden_size=config.hidden_size, num_layers=num_layers,
+                   num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads,
+                   head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+                   intermediate_size=config.intermediate_size,
+                   rope_theta=float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))),
+                   rms_norm_eps=float(config.rms_norm_eps), draft_vocab=draft_vocab,
+                   target_vocab=config.vocab_size)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class KVCache:
+    """Preallocated keys/values per layer; rolling back only moves `length`."""
+
+    def __init__(self, cfg: DraftConfig, layers: int, dtype: torch.dtype, device, capacity: int = 1024) -> None:
+        self.cfg, self.layers, self.dtype, self.device = cfg, layers, dtype, device
+        self.length = 0
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        shape = (1, self.cfg.num_kv_heads, capacity, self.cfg.head_dim)
+        self.k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
+        self.v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
+
+    def ensure(self, needed: int) -> None:
+        capacity = self.k[0].shape[2]
+        if needed <= capacity:
+            return
+        old_k, old_v = self.k, self.v
+        self._alloc(max(needed, capacity * 2))
+        for i in range(self.layers):
+            self.k[i][:, :, : self.length] = old_k[i][:, :, : self.length]
+            self.v[i][:, :, : self.length] = old_v[i][:, :, : self.length]
+
+
+class DraftLayer(nn.Module):
+    def __init__(self, cfg: DraftConfig) -> None:
+        super().__init__()
+        h, hd = cfg.hidden_size, cfg.head_dim
+        self.cfg = cfg
+        self.input_layernorm = RMSNorm(h, cfg.rms_norm_eps)
+        self.q_proj = nn.Linear(h, cfg.num_heads * hd, bias=False)
+        self.k_proj = nn.Linear(h, cfg.num_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(h, cfg.num_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * hd, h, bias=False)
+        self.post_attention_layernorm = RMSNorm(h, cfg.rms_norm_eps)
+        self.gate_proj = nn.Linear(h, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(h, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, h, bias=False)
+
+    def forward(self, x, cos, sin, cache: KVCache | None, index: int) -> torch.Tensor:
+        cfg = self.cfg
+        b, t, _ = x.shape
+        y = self.input_layernorm(x)
+        q = self.q_proj(y).view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(y).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(y).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        start = 0
+        if cache is not None:
+            start = cache.length
+            cache.k[index][:, :, start:start + t] = k
+            cache.v[index][:, :, start:start + t] = v
+            k = cache.k[index][:, :, : start + t]
+            v = cache.v[index][:, :, : start + t]
+        if t == 1:
+            mask, causal = None, False  # one new query sees the whole cache
+        elif start == 0:
+            mask, causal = None, True
+        else:
+            mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
+            causal = False
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                              enable_gqa=cfg.num_kv_heads != cfg.num_heads)
+        x = x + self.o_proj(attn.transpose(1, 2).reshape(b, t, -1))
+        y = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.silu(self.gate_proj(y)) * self.up_proj(y))
+
+
+class DraftModel(nn.Module):
+    """Shallow Llama over the target's embeddings, reduced output vocabulary.
+
+    `embed` is the target's input embedding table; it is held, not registered, so
+    it is neither trained nor saved.
+    """
+
+    def __init__(self, cfg: DraftConfig, embed: torch.Tensor, vocab_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = embed
+        self.layers = nn.ModuleList(DraftLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.head = nn.Linear(cfg.hidden_size, cfg.draft_vocab, bias=False)
+        self.register_buffer("vocab_ids", vocab_ids.long(), persistent=False)
+        inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim))
+        self.register_buffer("inv_freq", inv, persistent=False)
+
+    def _rope(self, start: int, length: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = torch.arange(start, start + length, device=self.inv_freq.device).float()
+        freqs = torch.outer(pos, self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def features(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final-normed hidden states [batch, positions, hidden] after the cache's contents."""
+        x = F.embedding(input_ids, self.embed).to(self.head.weight.dtype)
+        start = cache.length if cache is not None else 0
+        if cache is not None:
+            cache.ensure(start + input_ids.shape[1])
+        cos, sin = self._rope(start, input_ids.shape[1], x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.length = start + input_ids.shape[1]
+        return self.norm(x)
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
+                logits_to_keep: int = 0) -> torch.Tensor:
+        """Draft-vocabulary logits [batch, positions, draft_vocab]: all positions when
+        logits_to_keep is 0, else the last that many (the output layer is most of a
+        step's cost, so a prefill asks for one)."""
+        x = self.features(input_ids, cache)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return self.head(x)
+
+    # -- files ------------------------------------------------------------------------
+    def save(self, directory: Path, provenance: dict) -> None:
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+        (directory / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2) + "\n")
+        (directory / "vocab.json").write_text(json.dumps(self.vocab_ids.tolist()) + "\n")
+        (directory / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, embed: torch.Tensor, dtype: torch.dtype) -> DraftModel:
+        from safetensors.torch import load_file
+
+        cfg = DraftConfig(**json.loads((directory / "config.json").read_text()))
+        vocab = torch.tensor(json.loads((directory / "vocab.json").read_text()))
+        if embed.shape != (cfg.target_vocab, cfg.hidden_size):
+            raise ValueError(f"drafter in {directory} was trained for a target with embeddings "
+                             f"{cfg.target_vocab}x{cfg.hidden_size}, not {tuple(embed.shape)}")
+        model = cls(cfg, embed, vocab)
+        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        return model.to(dtype).eval()
+
+
+class TrainedDrafter:
+    """The Drafter protocol over a `DraftModel` and its own KV cache.
+
+    Like ModelDrafter it is handed the whole verified sequence each round and keeps
+    the ids its cache holds, so a rollback is a shorter common prefix (the cache only
+    moves its length back) and a bonus token is caught up on the next call.
+    """
+
+    kind = "model"
+
+    def __init__(self, model: DraftModel, name: str, chunk: int = 512) -> None:
+        self.model = model
+        self.name = name
+        self.chunk = chunk  # long prompts are fed in pieces to bound the attention mask
+        self.reset()
+
+    def reset(self) -> None:
+        weight = self.model.head.weight
+        self._cache = KVCache(self.model.cfg, self.model.cfg.num_layers, weight.dtype, weight.device)
+        self._cached: list[int] = []
+
+    @torch.inference_mode()
+    def _feed(self, tokens: list[int], want_logits: bool) -> torch.Tensor | None:
+        """Make the cache hold `tokens`; return draft logits after the last of them.
+        At least one token is re-fed when logits are wanted."""
+        common, limit = 0, min(len(self._cached), len(tokens) - (1 if want_logits else 0))
+        while common < limit and self._cached[common] == tokens[common]:
+            common += 1
+        self._cache.length = common
+        del self._cached[common:]
+        fresh = tokens[common:]
+        logits = None
+        device = self.model.head.weight.device
+        for start in range(0, len(fresh), self.chunk):
+            piece = fresh[start:start + self.chunk]
+            logits = self.model(torch.tensor([piece], device=device), self._cache, logits_to_keep=1)
+            self._cached.extend(piece)
+        self.catchup = len(fresh)
+        return None if logits is None else logits[0, -1]
+
+    def prefill(self, tokens: list[int]) -> None:
+        if len(tokens) > 1:
+            self._feed(tokens[:-1], want_logits=False)
+
+    def _full_vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        """Draft logits placed on the target's vocabulary; -inf outside the subset, so
+        the distribution is zero there (still valid for rejection sampling)."""
+        full = logits.new_full((self.model.cfg.target_vocab,), float("-inf"), dtype=torch.float32)
+        full[self.model.vocab_ids] = logits.float()
+        return full
+
+    @torch.inference_mode()
+    def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
+                generator: torch.Generator | None) -> Proposal:
+        if k <= 0:
+            return Proposal()
+        logits = self._feed(tokens, want_logits=True)
+        fed = self.catchup
+        ids: list[int] = []
+        ps: list[float] = []
+        dists = []
+        device = self.model.head.weight.device
+        for i in range(k):
+            if sampling.greedy:
+                # Greedy needs no full-vocabulary tensor: argmax and p in the subset.
+                probs_small = torch.softmax(logits.float(), dim=-1)
+                index = int(torch.argmax(logits))
+                token, p = int(self.model.vocab_ids[index]), float(probs_small[index])
+            else:
+                probs = logits_to_probs(self._full_vocab(logits), sampling)
+                token = sample(probs, generator)
+                p = float(probs[token])
+                dists.append(probs)
+            ids.append(token)
+            ps.append(p)
+            if i + 1 < k:
+                logits = self.model(torch.tensor([[token]], device=device), self._cache, logits_to_keep=1)[0, -1]
+                self._cached.append(token)
+        return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=fed)
+
+
+def weights_dir(name: str = "smoldraft") -> Path:
+    """Where a drafter shipped with specchat lives (package data)."""
+    return Path(__file__).resolve().parent.parent / "weights" / name
+
+
+def load_trained_drafter(target, directory: Path | None = None, *, name: str = "smoldraft",
+                         dtype: torch.dtype | None = None) -> TrainedDrafter:
+    """A shipped drafter for a loaded target (`specchat.models.LoadedModel`).
+
+    dtype defaults to float32 on the CPU (no bf16 matrix units on most CPUs, and the
+    drafter is small) and to the target's compute dtype on CUDA.
+    """
+    directory = directory or weights_dir(name)
+    if dtype is None:
+        dtype = torch.float32 if target.device.type == "cpu" else torch.float16
+    # The target's table is shared as it is (rows are cast after lookup), not copied.
+    embed = target.model.get_input_embeddings().weight.detach()
+    model = DraftModel.load(directory, embed, dtype).to(target.device)
+    return TrainedDrafter(model, name=name)

@@ -1,0 +1,77 @@
+"""The drafter network and its KV cache, on a small random configuration."""
+
+from __future__ import annotations
+
+import torch
+
+from specchat.engine.sampling import SamplingSettings
+from specchat.engine.trained_drafter import DraftConfig, DraftModel, TrainedDrafter
+
+TARGET_VOCAB = 300
+
+
+def _model(layers: int = 2, seed: int = 0) -> DraftModel:
+    torch.manual_seed(seed)
+    cfg = DraftConfig(hidden_size=64, num_layers=layers, num_heads=4, num_kv_heads=2, head_dim=16,
+                      intermediate_size=96, draft_vocab=40, target_vocab=TARGET_VOCAB)
+    vocab = torch.randperm(TARGET_VOCAB)[:40]
+    model = DraftModel(cfg, torch.randn(TARGET_VOCAB, 64), vocab)
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)  # random enough that argmaxes differ between positions
+    return model.eval()
+
+
+def test_cached_chunks_and_rollback_match_one_full_pass():
+    model = _model()
+    ids = torch.randint(0, TARGET_VOCAB, (1, 30))
+    with torch.no_grad():
+        full = model(ids)
+        drafter = TrainedDrafter(model, "t", chunk=7)  # several prefill chunks
+        drafter._feed(ids[0, :20].tolist(), want_logits=False)
+        drafter._feed(ids[0, :12].tolist() + [5, 6, 7], want_logits=False)  # diverge: rollback to 12
+        step = drafter._feed(ids[0].tolist(), want_logits=True)
+    assert drafter._cache.length == 30
+    torch.testing.assert_close(step, full[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_proposal_maps_draft_indices_to_target_ids():
+    model = _model()
+    drafter = TrainedDrafter(model, "t")
+    tokens = torch.randint(0, TARGET_VOCAB, (25,)).tolist()
+    proposal = drafter.propose(tokens, 5, SamplingSettings(), None)
+    assert len(proposal.ids) == 5 and proposal.dists is None
+    allowed = set(model.vocab_ids.tolist())
+    assert all(t in allowed for t in proposal.ids)
+    # The same proposal, token by token, from full passes over the growing sequence.
+    seq = list(tokens)
+    with torch.no_grad():
+        for token, p in zip(proposal.ids, proposal.p):
+            probs = torch.softmax(model(torch.tensor([seq]))[0, -1], -1)
+            assert int(model.vocab_ids[probs.argmax()]) == token
+            assert abs(float(probs.max()) - p) < 1e-4
+            seq.append(token)
+
+
+def test_sampled_proposal_has_full_vocabulary_distributions_zero_outside_the_subset():
+    model = _model()
+    drafter = TrainedDrafter(model, "t")
+    gen = torch.Generator().manual_seed(0)
+    proposal = drafter.propose(list(range(10)), 3, SamplingSettings(temperature=0.8), gen)
+    assert proposal.dists.shape == (3, TARGET_VOCAB)
+    torch.testing.assert_close(proposal.dists.sum(-1), torch.ones(3))
+    outside = torch.ones(TARGET_VOCAB, dtype=torch.bool)
+    outside[model.vocab_ids] = False
+    assert float(proposal.dists[:, outside].abs().sum()) == 0.0
+    for i, (token, p) in enumerate(zip(proposal.ids, proposal.p)):
+        assert p == float(proposal.dists[i, token]) > 0
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = _model(layers=1)
+    model.save(tmp_path, {"command": "test"})
+    loaded = DraftModel.load(tmp_path, model.embed, torch.float32)
+    ids = torch.randint(0, TARGET_VOCAB, (1, 9))
+    with torch.no_grad():
+        # Weights are stored in bf16: equal to that precision.
+        torch.testing.assert_close(loaded(ids), model.to(torch.bfloat16).float()(ids), rtol=0.02, atol=0.02)
+    assert loaded.vocab_ids.tolist() == model.vocab_ids.tolist()
