@@ -1,0 +1,108 @@
+"""The benchmark: its prompt set, prompt files, how figures are averaged, and a real run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from specchat.bench.measure import Measurement
+from specchat.bench.prompts import BUILTIN, PromptFileError, load_prompts, select
+from specchat.bench.report import build_report, geometric_mean, summarize
+from specchat.bench.runner import PromptResult
+from specchat.bench.prompts import BenchPrompt
+
+SPEC_BENCH_KINDS = {"multi_turn", "translation", "summarization", "qa", "math", "rag"}
+
+
+def test_builtin_set_covers_spec_bench_kinds_with_four_prompts_each():
+    by_category: dict[str, list[BenchPrompt]] = {}
+    for p in BUILTIN:
+        by_category.setdefault(p.category, []).append(p)
+    assert SPEC_BENCH_KINDS <= set(by_category)
+    assert all(len(ps) >= 4 for ps in by_category.values())
+    assert all(len(p.turns) >= 2 for p in by_category["multi_turn"])
+    assert len({p.id for p in BUILTIN}) == len(BUILTIN)
+    assert all(t.strip() for p in BUILTIN for t in p.turns)
+
+
+def test_prompt_files_and_their_errors(tmp_path):
+    good = tmp_path / "p.jsonl"
+    good.write_text('{"category": "qa", "prompt": "Why?"}\n\n{"category": "chat", "turns": ["a", "b"], "id": "x"}\n')
+    prompts = load_prompts(good)
+    assert [(p.category, p.turns, p.id) for p in prompts] == [("qa", ("Why?",), "p-1"), ("chat", ("a", "b"), "x")]
+    for text, fragment in [
+        ('{"category": "qa"}', "exactly one of"),
+        ('{"prompt": "hi"}', "category"),
+        ('{"category": "qa", "prompt": "a", "turns": ["b"]}', "exactly one of"),
+        ('{"category": "qa", "turns": []}', "non-empty"),
+        ('{"category": "qa", "prompt": "ok"}\nnot json', ":2: not JSON"),
+        ("", "holds no prompts"),
+    ]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(text)
+        with pytest.raises(PromptFileError, match=fragment.replace("(", r"\(")):
+            load_prompts(bad)
+
+
+def test_select_by_category_and_limit():
+    chosen = select(list(BUILTIN), categories=["qa", "math"], limit=2)
+    assert [p.category for p in chosen] == ["qa", "qa", "math", "math"]
+
+
+def _m(tokens: int, seconds: float, rounds: int = 1, drafted: int = 0, accepted: int = 0,
+       positions: tuple[list[int], list[int]] = ([], []), text: str = "x") -> Measurement:
+    return Measurement(tokens=tokens, elapsed_s=seconds, rounds=rounds, drafted=drafted, accepted=accepted,
+                       position_drafted=positions[0], position_accepted=positions[1], texts=[text])
+
+
+def test_speedup_is_the_geometric_mean_of_per_prompt_ratios():
+    # prompt a: 2x faster with speculation; prompt b: 2x slower -> they cancel out
+    a = PromptResult(BenchPrompt("c", ("a",)), baseline=_m(10, 1.0), spec=_m(10, 0.5, 4, 8, 6, ([4, 4], [4, 2])))
+    b = PromptResult(BenchPrompt("c", ("b",)), baseline=_m(30, 1.0), spec=_m(30, 2.0, 10, 10, 5, ([10], [5]), "y"))
+    s = summarize([a, b], greedy=True)
+    assert s["speedup"] == pytest.approx(1.0)
+    assert s["baseline_tokens_per_s"] == pytest.approx(40 / 2.0)  # total tokens / total time
+    assert s["spec_tokens_per_s"] == pytest.approx(40 / 2.5)
+    assert s["acceptance_rate"] == pytest.approx(11 / 18)
+    assert s["mean_tokens_per_round"] == pytest.approx(40 / 14)
+    assert s["per_position_acceptance"] == pytest.approx([9 / 14, 2 / 4])
+    assert s["identical_answers"] == 1  # b's speculative text differs from its baseline
+    assert geometric_mean([4.0, 1.0]) == pytest.approx(2.0) and geometric_mean([]) is None
+    assert math.isclose(geometric_mean([0.0, 3.0]), 3.0)  # a prompt without tokens is left out
+
+
+def test_report_has_the_documented_keys():
+    r = PromptResult(BenchPrompt("qa", ("q",)), baseline=_m(10, 1.0), spec=_m(10, 0.5, 3, 6, 4),
+                     peers={"hf_generate": _m(10, 2.0)})
+    report = build_report([r], {"temperature": 0.0}, {"hf_generate": "transformers generate()"})
+    assert report["peers"]["hf_generate"]["speedup_vs_baseline"] == pytest.approx(0.5)
+    assert report["peers"]["hf_generate"]["spec_speedup_over_peer"] == pytest.approx(4.0)
+    assert "speedup" in report["settings"]["averaging"]
+
+
+@pytest.mark.slow
+def test_bench_json_on_a_two_prompt_file_has_every_field(cli, shared_model, tmp_path):
+    prompts = tmp_path / "two.jsonl"
+    prompts.write_text(json.dumps({"category": "qa", "prompt": "Name a primary colour."}) + "\n"
+                       + json.dumps({"category": "chat", "turns": ["Say hi.", "Say bye."]}) + "\n")
+    result = cli("bench", "--prompts", str(prompts), "--max-new-tokens", "3", "--peers", "hf", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"overall", "categories", "peers", "settings"}
+    overall_keys = {"speedup", "baseline_tokens_per_s", "spec_tokens_per_s", "acceptance_rate",
+                    "mean_tokens_per_round"}
+    assert overall_keys <= set(report["overall"])
+    assert set(report["categories"]) == {"qa", "chat"}
+    for figures in (report["overall"], *report["categories"].values()):
+        assert overall_keys <= set(figures) and "per_position_acceptance" in figures
+        assert figures["baseline_tokens_per_s"] > 0 and figures["spec_tokens_per_s"] > 0 and figures["speedup"] > 0
+        assert figures["identical_answers"] == figures["prompts"]  # greedy speculation is lossless
+    assert report["overall"]["prompts"] == 2
+    assert set(report["peers"]) == {"hf_generate", "hf_assisted"}
+    for peer in report["peers"].values():
+        assert peer["tokens_per_s"] > 0 and set(peer["categories"]) == {"qa", "chat"}
+    settings = report["settings"]
+    assert settings["drafter"] == "ngram" and settings["temperature"] == 0.0 and settings["max_new_tokens"] == 3
+    assert settings["n_prompts"] == 2 and settings["prompts"] == str(prompts)
