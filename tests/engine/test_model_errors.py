@@ -1,0 +1,100 @@
+"""Every model problem a user can cause is one clear ModelError message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from specchat import models
+from specchat.models import ModelError, load_drafter, load_target, resolve_device
+
+from .helpers import word_tokenizer
+
+
+def _message(fn, *args, **kwargs) -> str:
+    with pytest.raises(ModelError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_path(tmp_path):
+    assert _message(load_target, str(tmp_path / "nope")) == f"no such file or directory: {tmp_path / 'nope'}"
+    assert _message(load_target, str(tmp_path / "nope.gguf")) == f"no such file: {tmp_path / 'nope.gguf'}"
+
+
+def test_neither_model_nor_gguf(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert "neither a model directory (no config.json) nor a .gguf file" in _message(load_target, str(tmp_path))
+    assert "neither a model directory" in _message(load_target, str(tmp_path / "notes.txt"))
+
+
+def test_drafter_with_another_vocabulary(embedded, tmp_path):
+    cfg = LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    word_tokenizer(16).save_pretrained(tmp_path)
+    message = _message(load_drafter, str(tmp_path), embedded, dtype=torch.float32)
+    assert message == (f"drafter {str(tmp_path)!r} has a different tokenizer from target 'embedded': "
+                       "speculation needs the same vocabulary")
+
+
+def test_gguf_with_an_architecture_transformers_cannot_read(tmp_path, monkeypatch):
+    import gguf
+
+    monkeypatch.setenv("SPECCHAT_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "odd.gguf"
+    writer = gguf.GGUFWriter(str(path), "rwkv-unknown")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    message = _message(load_target, str(path))
+    assert message.startswith("cannot read odd.gguf: ")
+    assert not any((tmp_path / "cache").rglob("*.safetensors")), "nothing half-converted is left to load"
+
+
+def test_hub_id_when_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    message = _message(load_target, "specchat-tests/no-such-model")
+    assert message == ("cannot load 'specchat-tests/no-such-model': not found locally and the "
+                       "Hugging Face hub is not reachable (offline?)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_but_absent():
+    assert _message(resolve_device, "cuda").startswith("--device cuda was asked for, but no CUDA device is available")
+
+
+def test_unknown_quantization_and_device():
+    assert _message(resolve_device, "tpu") == "unknown device 'tpu': use auto, cuda or cpu"
+    assert _message(models._quantization, "3bit", torch.device("cpu")) == "unknown quantization '3bit': use 4bit, 8bit or none"
+
+
+def test_half_written_conversion_is_rebuilt_not_loaded(tmp_path, monkeypatch):
+    """A conversion interrupted before its completion marker is redone; a complete one is reused."""
+    monkeypatch.setenv("SPECCHAT_CACHE_DIR", str(tmp_path))
+    gguf_path = models.embedded_gguf_path()
+    target = models.converted_dir(gguf_path)
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{ truncated")
+    assert not models.embedded_cache_ready()
+    messages = []
+    assert models.convert_gguf(gguf_path, progress=messages.append) == target
+    assert models.embedded_cache_ready() and messages and "once" in messages[0]
+    assert (target / "model.safetensors").is_file()
+    assert not list(tmp_path.rglob(".converting-*")), "no temporary directory is left behind"
+    # Ready now: a second call must not convert again.
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("converted twice"))
+    assert models.convert_gguf(gguf_path, progress=pytest.fail) == target

@@ -1,0 +1,47 @@
+"""The 4-bit path: bitsandbytes NF4 on the CPU (slow but real), and on CUDA where present."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from specchat.engine.drafters import NoDrafter
+from specchat.engine.session import ChatSession, GenerationSettings
+from specchat.models import load_drafter, load_target
+
+from .helpers import word_tokenizer
+
+
+def _answers(target, drafter, prompts, **settings):
+    session = ChatSession(target, drafter, settings=GenerationSettings(**settings))
+    return [list(session.send(p))[-1] for p in prompts]
+
+
+def test_embedded_target_in_4bit_on_cpu_is_lossless(embedded):
+    target = load_target("embedded", device="cpu", quant="4bit")
+    assert target.precision == "nf4"
+    drafter = load_drafter("embedded", target)  # the target drafting for itself
+    plain = _answers(target, NoDrafter(), ["What is 2 + 2?"], max_new_tokens=12)
+    spec = _answers(target, drafter, ["What is 2 + 2?"], max_new_tokens=12, k=3)
+    assert plain[0].text == spec[0].text and plain[0].text
+    assert spec[0].totals.acceptance_rate == 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_4bit_target_and_drafter_on_cuda_are_lossless(tmp_path):
+    # Weights cannot travel to a GPU machine: a random model from a config stands in.
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    word_tokenizer(512).save_pretrained(tmp_path)
+    target = load_target(str(tmp_path))  # auto: CUDA, 4-bit by default
+    assert target.device.type == "cuda" and target.precision == "nf4"
+    drafter = load_drafter(str(tmp_path) + "/", target)  # loaded separately, also 4-bit
+    prompts = ["t1 t2 t3 t4", "t9 t8 t7"]
+    plain = _answers(target, NoDrafter(), prompts, max_new_tokens=40)
+    spec = _answers(target, drafter, prompts, max_new_tokens=40, k=4)
+    assert [a.text for a in plain] == [a.text for a in spec]
+    assert all(a.totals.acceptance_rate == 1.0 for a in spec)
