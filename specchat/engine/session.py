@@ -25,7 +25,7 @@ from specchat.engine.drafters import Drafter
 from specchat.engine.events import Event, Notice, TurnEnd, TurnStart, Totals
 from specchat.engine.forward import new_cache, sync_cache
 from specchat.engine.sampling import SamplingSettings
-from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, _clock
+from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, clock
 
 # End-of-turn markers of common chat templates; whichever exist in the vocabulary stop a turn.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
@@ -211,7 +211,7 @@ class ChatSession:
     def _prefill(self, turn: int, user_text: str, prompt: list[int]) -> TurnStart:
         """Bring both caches up to the prompt, reusing what earlier turns left."""
         model = self.target.model
-        t0 = _clock(model.device)
+        t0 = clock(model.device)
         reused = 0
         while reused < min(len(self._cached), len(prompt) - 1) and self._cached[reused] == prompt[reused]:
             reused += 1
@@ -222,7 +222,7 @@ class ChatSession:
                          device=str(model.device), k=self._policy_for_turn().label(),
                          temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                          max_new_tokens=s.max_new_tokens, prompt_tokens=len(prompt),
-                         reused_tokens=reused, prefill_time_s=_clock(model.device) - t0,
+                         reused_tokens=reused, prefill_time_s=clock(model.device) - t0,
                          user_text=user_text)
 
     def _decoder(self) -> SpeculativeDecoder:

@@ -32,7 +32,7 @@ from specchat.engine.forward import crop, forward_logits
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
 
 
-def _clock(device: torch.device) -> float:
+def clock(device: torch.device) -> float:
     # CUDA kernels run asynchronously: without a sync the timings would be launch times.
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -90,10 +90,10 @@ class SpeculativeDecoder:
             # The round adds up to k+1 tokens; never draft past either limit.
             k = self.policy.choose(min(remaining, room) - 1)
 
-            t0 = _clock(device)
+            t0 = clock(device)
             proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator)
             draft_ids = proposal.ids[:k]
-            t1 = _clock(device)
+            t1 = clock(device)
             logits = forward_logits(self.model, self.cache, [state.tokens[-1], *draft_ids], keep=len(draft_ids) + 1)
             logits = logits[:, : self.vocab_size]
             probs = logits_to_probs(logits, self.sampling)
@@ -101,7 +101,7 @@ class SpeculativeDecoder:
             verdict = verify(draft_ids, dists, logits, probs, self.sampling, self.generator)
             crop(self.cache, len(state.tokens) + verdict.n_accepted)
             self.cached[:] = state.tokens + draft_ids[: verdict.n_accepted]
-            t2 = _clock(device)
+            t2 = clock(device)
 
             r = self._record(state, turn, k, draft_ids, proposal.p, probs, verdict, t1 - t0, t2 - t1)
             self.policy.observe(r, proposal.catchup_tokens)
