@@ -114,3 +114,17 @@ def test_usage_errors_and_help_through_python_m():
     assert proc.stderr.decode().count("\n") == 1 and proc.stdout == b""
     proc = specchat("run", input=b"")
     assert proc.returncode == 2 and b"nothing to answer" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bare_specchat_with_piped_stdin_is_one_shot_with_env_settings(cli, shared_model, monkeypatch):
+    monkeypatch.setenv("SPECCHAT_MAX_NEW_TOKENS", "3")
+    monkeypatch.setenv("SPECCHAT_DRAFTER", "none")
+    result = cli("--help")
+    assert result.exit_code == 0
+    as_json = cli("run", "--json", input="Say hello.")
+    streamed = cli(input="Say hello.")  # `specchat` alone is `specchat run`
+    assert streamed.exit_code == 0, streamed.stderr
+    result = json.loads(as_json.stdout)
+    assert result["drafter"] == "none" and result["stats"]["tokens"] <= 3 and result["stats"]["drafted"] == 0
+    assert streamed.stdout == result["text"]
