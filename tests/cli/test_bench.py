@@ -106,3 +106,21 @@ def test_bench_json_on_a_two_prompt_file_has_every_field(cli, shared_model, tmp_
     settings = report["settings"]
     assert settings["drafter"] == "ngram" and settings["temperature"] == 0.0 and settings["max_new_tokens"] == 3
     assert settings["n_prompts"] == 2 and settings["prompts"] == str(prompts)
+
+
+def test_table_shows_categories_overall_peers_and_how_speedup_is_averaged():
+    import io
+
+    from rich.console import Console
+
+    from specchat.bench.report import render
+
+    results = [PromptResult(BenchPrompt(c, ("q",)), baseline=_m(10, 1.0), spec=_m(10, 0.5, 3, 6, 4, ([3, 3], [3, 1])),
+                            peers={"hf_assisted": _m(10, 0.8)}) for c in ("qa", "math")]
+    settings = {"target": "T", "drafter": "ngram", "device": "cpu", "k": "auto", "temperature": 0.0}
+    out = io.StringIO()
+    render(build_report(results, settings, {"hf_assisted": "transformers prompt lookup (10)"}), Console(file=out, width=160))
+    text = out.getvalue()
+    for fragment in ("qa", "math", "overall", "2.00×", "67%", "100% 33%", "transformers prompt lookup (10)",
+                     "1.25×", "1.60×", "geometric mean over prompts", "identical to the baseline's: 2/2"):
+        assert fragment in text, fragment
