@@ -271,6 +271,8 @@ def run(
         text = compose_prompt(prompt, stdin_text)
         if not text.strip():
             raise Fail("nothing to answer: give a prompt argument or pipe text on stdin", EXIT_USAGE)
+        if trace is not None and not trace.parent.is_dir():  # say so before a model loads
+            raise Fail(f"--trace: no such directory: {trace.parent}", EXIT_USAGE)
         from specchat.engine.session import ChatSession
         from specchat.oneshot import Options, run_turn
 

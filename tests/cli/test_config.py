@@ -101,6 +101,7 @@ def _one_line_error(result) -> str:
     (["bench", "--limit", "0"], "--limit"),
     (["bench", "--category", "poetry"], "unknown category 'poetry'"),
     (["nonsense"], "No such command"),
+    (["run", "--trace", "/no/such/dir/t.jsonl", "hi"], "no such directory"),
 ])
 def test_bad_options_exit_2_with_one_line(cli, args, fragment):
     result = cli(*args)
