@@ -14,15 +14,23 @@ import torch
 
 def choose_vocab(records: list[dict], size: int, always: tuple[int, ...] = ()) -> list[int]:
     """Target ids of the `size` most frequent labels (ties broken by id, so the
-    choice is deterministic), plus `always` (end-of-turn) whatever their count."""
+    choice is deterministic), plus `always` (end-of-turn) whatever their count.
+
+    A few hundred answers use fewer distinct tokens than a useful vocabulary holds;
+    the rest is filled with the target's runner-up tokens (its top-k at each
+    position, when the records carry them), most frequent first: tokens it
+    considered are the likeliest to appear in answers not yet seen.
+    """
     counts = Counter(t for rec in records for t in rec["labels"])
+    runner_up = Counter(t for rec in records if "top_ids" in rec for t in rec["top_ids"][:, 1:].flatten().tolist())
     chosen = list(dict.fromkeys(always))
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    for token, _ in ranked:
-        if len(chosen) >= size:
-            break
-        if token not in chosen:
-            chosen.append(token)
+    for ranked in (sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
+                   sorted(runner_up.items(), key=lambda kv: (-kv[1], kv[0]))):
+        for token, _ in ranked:
+            if len(chosen) >= size:
+                return chosen
+            if token not in chosen:
+                chosen.append(token)
     return chosen
 
 

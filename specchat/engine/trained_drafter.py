@@ -136,6 +136,9 @@ class DraftLayer(nn.Module):
         return x + self.down_proj(F.silu(self.gate_proj(y)) * self.up_proj(y))
 
 
+_PROBE = "target_embedding_probe"  # a few target embedding rows, to recognise the target
+
+
 class DraftModel(nn.Module):
     """Shallow Llama over the target's embeddings, reduced output vocabulary.
 
@@ -189,6 +192,7 @@ class DraftModel(nn.Module):
 
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in self.state_dict().items()}
+        state[_PROBE] = self._probe().to(torch.bfloat16).contiguous()
         save_file(state, str(directory / "model.safetensors"))
         (directory / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2) + "\n")
         (directory / "vocab.json").write_text(json.dumps(self.vocab_ids.tolist()) + "\n")
@@ -204,8 +208,19 @@ class DraftModel(nn.Module):
             raise ValueError(f"drafter in {directory} was trained for a target with embeddings "
                              f"{cfg.target_vocab}x{cfg.hidden_size}, not {tuple(embed.shape)}")
         model = cls(cfg, embed, vocab)
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        state = load_file(str(directory / "model.safetensors"))
+        probe = state.pop(_PROBE)
+        # Same shape is not same model: compare a few embedding rows with the ones
+        # seen in training (loosely, as a quantized copy of the target differs a little).
+        similarity = F.cosine_similarity(probe.float(), model._probe().float(), dim=-1).mean()
+        if similarity < 0.95:
+            raise ValueError(f"drafter in {directory} was trained for another target model "
+                             f"(embedding similarity {similarity:.2f})")
+        model.load_state_dict(state)
         return model.to(dtype).eval()
+
+    def _probe(self) -> torch.Tensor:
+        return self.embed[self.vocab_ids[:32].to(self.embed.device)].detach()
 
 
 class TrainedDrafter:

@@ -75,3 +75,12 @@ def test_save_and_load_round_trip(tmp_path):
         # Weights are stored in bf16: equal to that precision.
         torch.testing.assert_close(loaded(ids), model.to(torch.bfloat16).float()(ids), rtol=0.02, atol=0.02)
     assert loaded.vocab_ids.tolist() == model.vocab_ids.tolist()
+
+
+def test_loading_for_another_target_is_refused(tmp_path):
+    import pytest
+
+    model = _model(layers=1)
+    model.save(tmp_path, {"command": "test"})
+    with pytest.raises(ValueError, match="another target"):
+        DraftModel.load(tmp_path, torch.randn(TARGET_VOCAB, 64), torch.float32)

@@ -1,0 +1,51 @@
+"""`specchat distill` end to end on a tiny setting, with the real embedded target."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from specchat.distill import main
+from specchat.engine.sampling import SamplingSettings
+from specchat.engine.trained_drafter import load_trained_drafter
+
+TINY = ["--prompts", "3", "--batch-size", "2", "--max-new-tokens", "6", "--sampled-every", "2",
+        "--layers", "1", "--draft-vocab", "48", "--steps", "3", "--tokens-per-batch", "64",
+        "--checkpoint-every", "2", "--holdout", "0.5", "--seed", "3"]
+
+
+@pytest.mark.slow
+def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["--work-dir", str(work), "--out", str(out), "--threads", "1", *TINY]
+    assert main(argv) == 0
+
+    shards = sorted((work / "data").glob("shard_*.pt"))
+    assert len(shards) == 2  # 3 prompts in batches of 2
+    records = [r for s in shards for r in torch.load(s)]
+    assert any(r["sampled"] for r in records) and any(not r["sampled"] for r in records)
+    for r in records:
+        assert 0 < len(r["answer"]) <= 6 and len(r["labels"]) == len(r["answer"])
+        if not r["sampled"]:
+            assert r["labels"] == r["answer"]  # greedy: the argmax is what was emitted
+
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["command"] == "specchat distill " + " ".join(argv)
+    assert prov["seed"] == 3 and prov["train_settings"]["steps"] == 3
+    assert prov["data"]["answers"] == 3 and prov["heldout_eval_after"]["answers"] >= 1
+    assert len(json.loads((out / "vocab.json").read_text())) <= 48
+
+    drafter = load_trained_drafter(embedded, out, name="tiny")
+    proposal = drafter.propose(records[0]["prompt"], 4, SamplingSettings(), None)
+    assert len(proposal.ids) == 4
+    assert all(0 <= t < embedded.model.config.vocab_size for t in proposal.ids)
+
+    # Same command again: nothing is regenerated and training is already at its last step.
+    stamps = [s.stat().st_mtime_ns for s in shards]
+    checkpoint = next(work.glob("checkpoint-*.pt"))
+    assert torch.load(checkpoint, weights_only=False)["step"] == 3
+    assert main(argv) == 0
+    assert [s.stat().st_mtime_ns for s in shards] == stamps
+    assert json.loads((out / "provenance.json").read_text())["train_seconds_last_run"] < 1.0

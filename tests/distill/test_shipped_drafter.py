@@ -1,0 +1,67 @@
+"""The shipped drafter with the real embedded target and the real engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from specchat.distill.datagen import chat_ids
+from specchat.engine.events import Round, TurnEnd
+from specchat.engine.session import ChatSession, GenerationSettings, end_of_turn_ids
+from specchat.engine.trained_drafter import load_trained_drafter, weights_dir
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a Python function that returns the nth Fibonacci number.",
+    "Translate into Spanish: The library closes early on Fridays.",
+]
+NEW_TOKENS = 48
+
+
+@pytest.fixture(scope="module")
+def smoldraft(embedded):
+    return load_trained_drafter(embedded)
+
+
+def test_shipped_files_are_small_and_say_how_they_were_made():
+    directory = weights_dir()
+    size = sum(f.stat().st_size for f in directory.iterdir())
+    assert size < 30 * 2**20
+    prov = json.loads((directory / "provenance.json").read_text())
+    assert prov["command"].startswith("specchat distill")
+    assert {"seed", "data_settings", "train_settings", "data"} <= prov.keys()
+
+
+def _reference(embedded, prompt: list[int]) -> list[int]:
+    eos = end_of_turn_ids(embedded.model, embedded.tokenizer)
+    out = embedded.model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                                  eos_token_id=sorted(eos))
+    ids = out[0, len(prompt):].tolist()
+    return next((ids[: i + 1] for i, t in enumerate(ids) if t in eos), ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", PROMPTS)
+def test_speculation_with_it_is_the_target_greedy_output(embedded, smoldraft, text):
+    session = ChatSession(embedded, smoldraft, settings=GenerationSettings(k=4, max_new_tokens=NEW_TOKENS))
+    events = list(session.send(text))
+    assert isinstance(events[-1], TurnEnd) and events[-1].finish_reason in ("eos", "length")
+    rounds = [e for e in events if isinstance(e, Round)]
+    ids: list[int] = []
+    for r in rounds:
+        ids += [t.token_id for t in r.accepted] + ([r.emitted.token_id] if r.emitted else [])
+    expected = _reference(embedded, chat_ids(embedded.tokenizer, text))
+    assert ids == expected
+    vocab = set(smoldraft.model.vocab_ids.tolist())
+    assert all(t.token_id in vocab for r in rounds for t in r.drafted)
+
+
+@pytest.mark.slow
+def test_it_drafts_well_enough_to_be_worth_running(embedded, smoldraft):
+    # A drafter whose files were mis-mapped or mis-loaded is right a few percent of the
+    # time; the trained one is right on most tokens of a plain answer.
+    session = ChatSession(embedded, smoldraft, settings=GenerationSettings(k=4, max_new_tokens=64))
+    end = list(session.send("Explain photosynthesis in simple terms."))[-1]
+    assert end.totals.acceptance_rate > 0.4
