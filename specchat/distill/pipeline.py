@@ -61,7 +61,7 @@ def run(work_dir: Path, out_dir: Path, data: DataSettings, settings: TrainSettin
     vocab = choose_vocab(train_recs, settings.draft_vocab, always=(tokenizer.eos_token_id,))
     table = index_map(vocab, target.model.config.vocab_size)
     cfg = DraftConfig.from_target(target.model.config, settings.layers, len(vocab))
-    model = init_from_target(target.model, cfg, vocab)
+    model = init_from_target(target.model, cfg, vocab, settings.norm_scale)
     stats = {"answers": len(records), "answer_tokens": sum(len(r["answer"]) for r in records),
              "train_answers": len(train_recs), "heldout_answers": len(held),
              "vocab_coverage_train": round(coverage(train_recs, vocab), 4),
