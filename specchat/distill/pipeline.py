@@ -78,13 +78,15 @@ def run(work_dir: Path, out_dir: Path, data: DataSettings, settings: TrainSettin
     train(model, [make_example(r, table) for r in train_recs], settings, checkpoint, on_step)
     bar.close()
     after = evaluate(model, held, table) if held else {}
-    log(f"held-out greedy estimate before training {before}, after {after}")
+    with_lookup = evaluate(model, held, table, use_lookup=True) if held else {}
+    log(f"held-out greedy estimate before training {before}, after {after}, with lookup {with_lookup}")
 
     provenance = {
         "command": "specchat distill " + " ".join(argv if argv is not None else sys.argv[1:]),
         "target": {"spec": target_spec, "name": target.name, "precision": target.precision},
         "data_settings": asdict(data), "train_settings": asdict(settings), "seed": settings.seed,
         "data": stats, "heldout_eval_before": before, "heldout_eval_after": after,
+        "heldout_eval_after_with_lookup": with_lookup,
         "train_seconds_last_run": round(time.time() - started, 1),
         "versions": {"torch": torch.__version__, "python": platform.python_version(),
                      "transformers": __import__("transformers").__version__},

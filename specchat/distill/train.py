@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from specchat.distill.vocab import index_map
-from specchat.engine.trained_drafter import DraftConfig, DraftModel
+from specchat.engine.trained_drafter import DraftConfig, DraftModel, lookup
 
 
 @dataclass
@@ -180,7 +180,8 @@ def _save_checkpoint(path: Path, model, opt, step: int, n_examples: int, s: Trai
 
 
 @torch.no_grad()
-def evaluate(model: DraftModel, records: list[dict], table: torch.Tensor, k: int = 4) -> dict:
+def evaluate(model: DraftModel, records: list[dict], table: torch.Tensor, k: int = 4,
+             use_lookup: bool = False) -> dict:
     """Greedy acceptance the drafter would get on held-out greedy answers.
 
     Under greedy verification the context of every round is the target's own greedy
@@ -193,7 +194,12 @@ def evaluate(model: DraftModel, records: list[dict], table: torch.Tensor, k: int
     for rec in records:
         ex = make_example(rec, table)
         logits = model(torch.tensor([ex.inputs]))[0, ex.start:ex.start + len(ex.hard)]
-        agree = (logits.argmax(-1) == ex.hard).tolist()
+        predicted = model.vocab_ids[logits.argmax(-1)].tolist()
+        if use_lookup:
+            seq = ex.inputs
+            copied = [lookup(seq[: ex.start + j + 1]) for j in range(len(predicted))]
+            predicted = [c if c is not None else p for c, p in zip(copied, predicted)]
+        agree = [p == t for p, t in zip(predicted, rec["labels"])]
         agree_total += sum(agree)
         positions += len(agree)
         i = 0

