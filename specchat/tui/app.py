@@ -26,7 +26,7 @@ from specchat.engine.events import TurnStart
 from . import commands
 from .export import to_markdown
 from .messages import EngineEvent, EngineFailed, GenerationDone, LoadFailed, LoadProgress, SessionReady
-from .persist import ConversationLog, TraceError, latest_conversation, load_transcript, record_to_json
+from .persist import ConversationLog, TraceError, latest_conversation, load_transcript, read_records, record_to_json
 from .render import legend
 from .stats import compute
 from .sysinfo import memory_text
@@ -556,7 +556,10 @@ def run_tui(
 def run_replay(trace_path: str | Path, *, theme: str | None = None) -> int:
     """Open a trace (JSON lines of engine events, e.g. from `--trace` or /trace) in
     the chat view, gauges and inspector, without loading a model. Raises
-    `specchat.tui.persist.TraceError` (one-line message) when the file cannot be read."""
+    `specchat.tui.persist.TraceError` (one-line message) when the file cannot be read
+    or holds no events."""
+    if next(read_records(Path(trace_path)), None) is None:
+        raise TraceError(f"{trace_path}: no specchat events in this file")
     app = make_app(trace=Path(trace_path), theme=theme)
     app.run()
     return app.return_code or 0

@@ -131,3 +131,14 @@ def test_commands_parse(text, expected):
 def test_bad_commands_say_why(text):
     with pytest.raises(commands.CommandError):
         commands.parse(text)
+
+
+def test_replay_of_a_file_without_events_is_an_error(tmp_path):
+    from specchat.tui.app import run_replay
+    from specchat.tui.persist import TraceError
+
+    for name, content in [("empty.jsonl", ""), ("garbage.jsonl", "this is not json\n")]:
+        path = tmp_path / name
+        path.write_text(content)
+        with pytest.raises(TraceError, match="no specchat events"):
+            run_replay(path)
