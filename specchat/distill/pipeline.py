@@ -69,7 +69,8 @@ def run(work_dir: Path, out_dir: Path, data: DataSettings, settings: TrainSettin
     log(f"data: {stats}")
     before = evaluate(model, held, table) if held else {}
 
-    checkpoint = work_dir / f"checkpoint-{settings.layers}L-{len(vocab)}v-s{settings.seed}.pt"
+    # Named by what shapes it, so a run on more data starts its own instead of failing.
+    checkpoint = work_dir / f"checkpoint-{settings.layers}L-{len(vocab)}v-{len(records)}a-s{settings.seed}.pt"
     bar = _bar(settings.steps, "training")
     def on_step(step: int, loss: float, acc: float) -> None:
         bar.n = step

@@ -312,7 +312,7 @@ class TrainedDrafter:
                 # A copied token is a deterministic proposal: p = 1, a one-hot distribution.
                 token, p = copied, 1.0
                 if not sampling.greedy:
-                    dists.append(F.one_hot(torch.tensor(token), self.model.cfg.target_vocab).float())
+                    dists.append(F.one_hot(torch.tensor(token, device=device), self.model.cfg.target_vocab).float())
             elif sampling.greedy:
                 # Greedy needs no full-vocabulary tensor: argmax and p in the subset.
                 probs_small = torch.softmax(logits.float(), dim=-1)
