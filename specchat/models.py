@@ -222,6 +222,22 @@ def check_same_vocabulary(target: LoadedModel, drafter: LoadedModel) -> None:
                          f"{target.spec!r}: speculation needs the same vocabulary")
 
 
+# Drafters trained by `specchat distill` and shipped in specchat/weights/<name>/,
+# with the target they were trained for.
+SHIPPED_DRAFTERS = {"smoldraft": "embedded"}
+
+
+def _load_shipped_drafter(name: str, target: LoadedModel) -> Drafter:
+    from specchat.engine.trained_drafter import load_trained_drafter, weights_dir
+
+    trained_for = SHIPPED_DRAFTERS[name]
+    if target.spec != trained_for:
+        raise ModelError(f"drafter {name!r} was trained for the {trained_for!r} target, not {target.spec!r}")
+    if not (weights_dir(name) / "model.safetensors").is_file():
+        raise ModelError(f"drafter {name!r} is missing from this installation ({weights_dir(name)})")
+    return load_trained_drafter(target, name=name)
+
+
 def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
                  dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                  progress: Progress | None = None) -> Drafter:
@@ -229,6 +245,8 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
         return NoDrafter()
     if spec == "ngram":
         return NgramDrafter()
+    if spec in SHIPPED_DRAFTERS:
+        return _load_shipped_drafter(spec, target)
     if spec == target.spec:
         # The target drafting for itself: share the weights instead of loading twice.
         drafter_model = target

@@ -98,3 +98,11 @@ def test_half_written_conversion_is_rebuilt_not_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
                         lambda *a, **k: pytest.fail("converted twice"))
     assert models.convert_gguf(gguf_path, progress=pytest.fail) == target
+
+
+def test_shipped_drafter_only_serves_its_own_target(tmp_path):
+    from types import SimpleNamespace
+
+    other = SimpleNamespace(spec=str(tmp_path))
+    assert _message(load_drafter, "smoldraft", other) == (
+        f"drafter 'smoldraft' was trained for the 'embedded' target, not {str(tmp_path)!r}")
