@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from specchat.engine.events import Round
 
 _DECAY = 0.97  # per observation; roughly the last ~30 rounds matter
-_PRIOR_ACCEPT = (1.0, 1.0)  # Beta(1, 1): an unseen position is a coin flip
+# The first position's prior is Beta(1, 2): accepted one time in three until measured,
+# so a drafter must earn its drafts (a wasted verify of k tokens costs up to ~2 steps
+# on a CPU). Each later position's prior is centred on the estimate of the one before,
+# so a drafter that is right at position i gets to try position i + 1.
+_PRIOR_FIRST = 1.0 / 3.0
+_PRIOR_STRENGTH = 3.0
 _EMA = 0.2
 
 
@@ -44,7 +49,7 @@ class FixedK:
 @dataclass
 class AdaptiveK:
     max_k: int = 8
-    first_k: int = 3  # before anything is measured
+    first_k: int = 2  # before anything is measured
     accepted: list[float] = field(default_factory=list)  # decayed counts per position
     tried: list[float] = field(default_factory=list)
     verify_cost: dict[int, float] = field(default_factory=dict)  # tokens fed → seconds (EMA)
@@ -81,7 +86,8 @@ class AdaptiveK:
 
     def acceptance(self, i: int) -> float:
         """P(position i accepted | positions before it accepted), 0-based."""
-        a0, b0 = _PRIOR_ACCEPT
+        mean = _PRIOR_FIRST if i == 0 else self.acceptance(i - 1)
+        a0, b0 = _PRIOR_STRENGTH * mean, _PRIOR_STRENGTH * (1.0 - mean)
         tried = self.tried[i] if i < len(self.tried) else 0.0
         acc = self.accepted[i] if i < len(self.accepted) else 0.0
         return (acc + a0) / (tried + a0 + b0)
