@@ -382,6 +382,18 @@ def models(
             inventory.render(inv, Console())
 
 
+# --- distill ----------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []})
+def distill(ctx: typer.Context) -> None:
+    """Train the embedded target's drafter from its own answers (see --help of the command)."""
+    from specchat.distill import main as distill_main
+
+    raise typer.Exit(distill_main(list(ctx.args)))
+
+
 # --- replay -----------------------------------------------------------------------
 
 

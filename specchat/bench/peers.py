@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import PreTrainedModel
+
 from specchat.bench.measure import Measurement
 from specchat.bench.prompts import BenchPrompt
 
@@ -33,7 +35,9 @@ class Peer:
 
 def hf_peers(drafter, k: int | None) -> list[Peer]:
     peers = [Peer("hf_generate", "transformers generate()")]
-    if drafter.kind == "model":
+    # Only a transformers model can be generate()'s assistant; specchat's own trained
+    # drafter (reduced vocabulary, own cache) has no transformers counterpart.
+    if drafter.kind == "model" and isinstance(getattr(drafter, "model", None), PreTrainedModel):
         peers.append(Peer("hf_assisted", f"transformers assisted ({drafter.name})",
                           {"assistant_model": drafter.model}))
     elif drafter.kind == "ngram":
