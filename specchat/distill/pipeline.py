@@ -8,7 +8,6 @@ and the held-out evaluation.
 
 from __future__ import annotations
 
-import json
 import platform
 import random
 import sys

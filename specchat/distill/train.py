@@ -11,7 +11,6 @@ started again with the same settings it continues from the last checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -21,7 +20,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from specchat.distill.vocab import index_map
 from specchat.engine.trained_drafter import DraftConfig, DraftModel, lookup
 
 

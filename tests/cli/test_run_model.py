@@ -4,7 +4,6 @@ process behind pipes, the way a user or a script runs it."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
