@@ -84,13 +84,17 @@ class AdaptiveK:
                 break
             self.accepted[i] += 1.0
 
-    def acceptance(self, i: int) -> float:
-        """P(position i accepted | positions before it accepted), 0-based."""
-        mean = _PRIOR_FIRST if i == 0 else self.acceptance(i - 1)
-        a0, b0 = _PRIOR_STRENGTH * mean, _PRIOR_STRENGTH * (1.0 - mean)
-        tried = self.tried[i] if i < len(self.tried) else 0.0
-        acc = self.accepted[i] if i < len(self.accepted) else 0.0
-        return (acc + a0) / (tried + a0 + b0)
+    def acceptances(self, n: int) -> list[float]:
+        """P(position i accepted | positions before it accepted) for i < n."""
+        rates: list[float] = []
+        mean = _PRIOR_FIRST
+        for i in range(n):
+            a0, b0 = _PRIOR_STRENGTH * mean, _PRIOR_STRENGTH * (1.0 - mean)
+            tried = self.tried[i] if i < len(self.tried) else 0.0
+            acc = self.accepted[i] if i < len(self.accepted) else 0.0
+            mean = (acc + a0) / (tried + a0 + b0)
+            rates.append(mean)
+        return rates
 
     def _verify_time(self, fed: int) -> float:
         """Measured cost of feeding `fed` tokens, interpolated/extrapolated linearly
@@ -109,14 +113,17 @@ class AdaptiveK:
         slope = max((t1 - t0) / (m1 - m0), 0.0)
         return t0 + slope * (fed - m0)
 
-    def expected_rate(self, k: int) -> float:
-        """Expected tokens per second of a round drafting k tokens."""
-        tokens, survive = 1.0, 1.0
-        for i in range(k):
-            survive *= self.acceptance(i)
-            tokens += survive
-        seconds = k * (self.draft_cost or 0.0) + self._verify_time(k + 1)
-        return tokens / seconds if seconds > 0 else 0.0
+    def expected_rates(self, limit: int) -> list[float]:
+        """Expected tokens per second of a round drafting k tokens, for k = 0..limit."""
+        rates, tokens, survive = [], 1.0, 1.0
+        acceptance = self.acceptances(limit)
+        for k in range(limit + 1):
+            if k:
+                survive *= acceptance[k - 1]
+                tokens += survive
+            seconds = k * (self.draft_cost or 0.0) + self._verify_time(k + 1)
+            rates.append(tokens / seconds if seconds > 0 else 0.0)
+        return rates
 
     # -- decision -----------------------------------------------------------
     def choose(self, limit: int) -> int:
@@ -125,7 +132,8 @@ class AdaptiveK:
             return 0
         if not self.verify_cost or self.draft_cost is None:
             return min(self.first_k, limit)
-        best = max(range(limit + 1), key=self.expected_rate)
+        rates = self.expected_rates(limit)
+        best = max(range(limit + 1), key=rates.__getitem__)
         if best > 0:
             self._rounds_at_zero, self._probe_gap = 0, 16
             return best
