@@ -14,9 +14,10 @@ from typing import Any, Callable, Mapping
 
 import platformdirs
 
-# The drafter used when none is asked for, per target. The embedded target uses
-# n-gram lookup until its trained drafter (issue 5) lands: switch it here.
-DEFAULT_DRAFTERS: dict[str, str] = {"embedded": "ngram"}
+# The drafter used when none is asked for, per target. The embedded target gets the
+# drafter specchat trained for it (`specchat distill`): in one bench run on a 2-core
+# CPU (12 prompts, 96 tokens, k auto) it gave 1.15x against ngram's 1.04x.
+DEFAULT_DRAFTERS: dict[str, str] = {"embedded": "smoldraft"}
 FALLBACK_DRAFTER = "ngram"  # works with any target: it needs no second model
 
 ENV_PREFIX = "SPECCHAT_"

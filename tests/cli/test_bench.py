@@ -87,7 +87,9 @@ def test_bench_json_on_a_two_prompt_file_has_every_field(cli, shared_model, tmp_
     prompts = tmp_path / "two.jsonl"
     prompts.write_text(json.dumps({"category": "qa", "prompt": "Name a primary colour."}) + "\n"
                        + json.dumps({"category": "chat", "turns": ["Say hi.", "Say bye."]}) + "\n")
-    result = cli("bench", "--prompts", str(prompts), "--max-new-tokens", "3", "--peers", "hf", "--json")
+    # ngram, so that transformers has an assisted-generation twin to compare with
+    result = cli("bench", "--prompts", str(prompts), "--drafter", "ngram", "--max-new-tokens", "3",
+                 "--peers", "hf", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report) == {"overall", "categories", "peers", "settings"}

@@ -10,7 +10,7 @@ from specchat.config import ConfigError, config_path, default_drafter, resolve
 def test_built_in_defaults_and_default_drafter():
     config = resolve({})
     assert config.target == "embedded"
-    assert config.drafter == default_drafter("embedded") == "ngram"
+    assert config.drafter == default_drafter("embedded") == "smoldraft"
     assert config.k is None and config.k_label == "auto"
     assert config.temperature == 0.0 and config.device == "auto" and config.quant is None
 

@@ -29,7 +29,7 @@ def test_streamed_text_equals_json_text_and_trace(cli, shared_model, tmp_path):
     assert as_json.exit_code == 0, as_json.stderr
     result = json.loads(as_json.stdout)
     assert result["text"] and streamed.stdout == result["text"]  # greedy: same answer both ways
-    assert result["target"] == shared_model.name and result["drafter"] == "ngram" and result["device"] == "cpu"
+    assert result["target"] == shared_model.name and result["drafter"] == "smoldraft" and result["device"] == "cpu"
     assert result["finish_reason"] in ("eos", "length")
     stats = result["stats"]
     assert 0 < stats["tokens"] <= int(N) and stats["rounds"] >= 1 and stats["tokens_per_s"] > 0
