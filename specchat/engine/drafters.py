@@ -81,17 +81,23 @@ class NgramDrafter:
     def propose(self, tokens, k, sampling, generator) -> Proposal:
         if k <= 0:
             return Proposal()
-        history = tokens[-self.window:]
-        for n in range(self.max_n, self.min_n - 1, -1):
-            if len(history) <= n:
-                continue
-            tail = history[-n:]
-            # Latest match first: recent text predicts the continuation best.
-            for start in range(len(history) - n - 1, -1, -1):
-                if history[start:start + n] == tail:
-                    follow = history[start + n:start + n + k]
-                    return Proposal(ids=list(follow), p=[1.0] * len(follow))
-        return Proposal()
+        follow = find_continuation(tokens, k, max_n=self.max_n, min_n=self.min_n, window=self.window)
+        return Proposal(ids=follow, p=[1.0] * len(follow))
+
+
+def find_continuation(tokens: list[int], length: int, *, max_n: int, min_n: int, window: int) -> list[int]:
+    """Up to `length` tokens that followed the latest earlier occurrence of the last n
+    tokens (n from max_n down to min_n); [] when there is none."""
+    history = tokens[-window:]
+    for n in range(max_n, min_n - 1, -1):
+        if len(history) <= n:
+            continue
+        tail = history[-n:]
+        # Latest match first: recent text predicts the continuation best.
+        for start in range(len(history) - n - 1, -1, -1):
+            if history[start:start + n] == tail:
+                return list(history[start + n:start + n + length])
+    return []
 
 
 class ModelDrafter:
