@@ -523,7 +523,9 @@ def make_app(
         if trace is None:
             raise ValueError("make_app needs a session_factory or a trace")
         _, records = load_transcript(trace)
-        return SpecChatApp(records=records, source=str(trace), theme=theme)
+        # The file name, not the full path: it fits the status line (and keeps the
+        # snapshots independent of where the repository lives).
+        return SpecChatApp(records=records, source=Path(trace).name, theme=theme)
     resume_path = latest_conversation(data_dir) if resume else None
     app = SpecChatApp(session_factory=session_factory, resume_path=resume_path, data_dir=data_dir, theme=theme)
     if resume and resume_path is None:
