@@ -212,10 +212,9 @@ class ChatSession:
         """Bring both caches up to the prompt, reusing what earlier turns left."""
         model = self.target.model
         t0 = clock(model.device)
-        reused = 0
-        while reused < min(len(self._cached), len(prompt) - 1) and self._cached[reused] == prompt[reused]:
-            reused += 1
-        sync_cache(model, self._cache, self._cached, prompt[:-1], keep=0)
+        # sync_cache keeps the longest common prefix and feeds the rest: what it kept was reused.
+        _, fed = sync_cache(model, self._cache, self._cached, prompt[:-1], keep=0)
+        reused = len(prompt) - 1 - fed
         self.drafter.prefill(prompt)
         s = self.settings
         return TurnStart(turn=turn, target=self.target.name, drafter=self.drafter.name,
