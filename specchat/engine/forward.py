@@ -31,16 +31,21 @@ def crop(cache: DynamicCache, length: int) -> None:
         cache.crop(-extra)  # transformers 5.x: a negative count removes that many from the end
 
 
+def common_prefix(cached: list[int], tokens: list[int], limit: int) -> int:
+    """How many leading ids the two sequences share, at most `limit`."""
+    common, limit = 0, min(len(cached), limit)
+    while common < limit and cached[common] == tokens[common]:
+        common += 1
+    return common
+
+
 def sync_cache(model: PreTrainedModel, cache: DynamicCache, cached: list[int], tokens: list[int],
                keep: int, chunk: int = 512) -> tuple[torch.Tensor, int]:
     """Make the cache hold exactly `tokens` (cached = the ids it holds now, updated in
     place), reusing the longest common prefix, and return logits for the last `keep`
     of them, and how many tokens were fed. At least `keep` tokens are re-fed so their
     logits exist."""
-    common = 0
-    limit = min(len(cached), len(tokens) - keep)
-    while common < limit and cached[common] == tokens[common]:
-        common += 1
+    common = common_prefix(cached, tokens, limit=len(tokens) - keep)
     crop(cache, common)
     del cached[common:]
     fresh = tokens[common:]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specchat.engine.drafters import Proposal, find_continuation
+from specchat.engine.forward import common_prefix
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, sample
 
 
@@ -261,9 +262,7 @@ class TrainedDrafter:
     def _feed(self, tokens: list[int], want_logits: bool) -> torch.Tensor | None:
         """Make the cache hold `tokens`; return draft logits after the last of them.
         At least one token is re-fed when logits are wanted."""
-        common, limit = 0, min(len(self._cached), len(tokens) - (1 if want_logits else 0))
-        while common < limit and self._cached[common] == tokens[common]:
-            common += 1
+        common = common_prefix(self._cached, tokens, limit=len(tokens) - (1 if want_logits else 0))
         self._cache.length = common
         del self._cached[common:]
         fresh = tokens[common:]
