@@ -9,6 +9,10 @@ One protocol, three implementations:
 A drafter is told the whole verified token sequence each round. Model drafters keep
 the ids their cache holds and reuse the longest common prefix, so rolling back
 after a rejection, or catching up after a bonus token, needs no separate call.
+
+A drafter with `reads_target_states = True` (feature_drafter.FeatureDrafter) is also
+handed the target's last hidden states after every target pass, through
+`take_target_states(start, states)`: positions start.. of the verified sequence.
 """
 
 from __future__ import annotations

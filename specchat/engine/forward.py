@@ -61,3 +61,29 @@ def sync_cache(model: PreTrainedModel, cache: DynamicCache, cached: list[int], t
         logits = forward_logits(model, cache, fresh[start:end], keep if end == len(fresh) else 0)
         cached.extend(fresh[start:end])
     return logits, len(fresh)
+
+
+class StateTap:
+    """Keeps the last hidden states (what the output layer reads, every position) of
+    the model's passes while open, for a drafter that reads them. A forward hook on
+    the decoder stack: the states are computed anyway, so this costs nothing."""
+
+    def __init__(self, model: PreTrainedModel, enabled: bool = True) -> None:
+        self._decoder = model.get_decoder() if enabled else None
+        self._passes: list[torch.Tensor] = []
+
+    def __enter__(self) -> StateTap:
+        if self._decoder is not None:
+            self._handle = self._decoder.register_forward_hook(self._keep)
+        return self
+
+    def _keep(self, module, args, output) -> None:
+        self._passes.append(output[0][0])  # last_hidden_state of the one sequence
+
+    def __exit__(self, *exc) -> None:
+        if self._decoder is not None:
+            self._handle.remove()
+
+    def states(self) -> torch.Tensor:
+        """[positions fed, hidden] over every pass since the tap opened."""
+        return torch.cat(self._passes) if len(self._passes) != 1 else self._passes[0]

@@ -23,7 +23,7 @@ from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.drafters import Drafter
 from specchat.engine.events import Event, Notice, TurnEnd, TurnStart, Totals
-from specchat.engine.forward import new_cache, sync_cache
+from specchat.engine.forward import StateTap, new_cache, sync_cache
 from specchat.engine.sampling import SamplingSettings
 from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, clock
 
@@ -113,6 +113,10 @@ class ChatSession:
     def set_drafter(self, drafter: Drafter) -> None:
         self.drafter = drafter
         self._policy = None
+        if getattr(drafter, "reads_target_states", False):
+            # It needs the target's states for the whole context, and only a target
+            # pass makes them: the next prefill starts from scratch.
+            self._drop_caches()
 
     def load_history(self, messages: list[Message]) -> None:
         self.history = [m for m in messages if m.role in ("user", "assistant")]
@@ -213,8 +217,12 @@ class ChatSession:
         model = self.target.model
         t0 = clock(model.device)
         # sync_cache keeps the longest common prefix and feeds the rest: what it kept was reused.
-        _, fed = sync_cache(model, self._cache, self._cached, prompt[:-1], keep=0)
+        reads_states = getattr(self.drafter, "reads_target_states", False)
+        with StateTap(model, enabled=reads_states) as tap:
+            _, fed = sync_cache(model, self._cache, self._cached, prompt[:-1], keep=0)
         reused = len(prompt) - 1 - fed
+        if reads_states and fed:
+            self.drafter.take_target_states(reused, tap.states())
         self.drafter.prefill(prompt)
         s = self.settings
         return TurnStart(turn=turn, target=self.target.name, drafter=self.drafter.name,

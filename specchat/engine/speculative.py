@@ -28,7 +28,7 @@ from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.drafters import Drafter
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.events import DraftedToken, EmittedToken, FinishReason, Round
-from specchat.engine.forward import crop, forward_logits
+from specchat.engine.forward import StateTap, crop, forward_logits
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
 
 
@@ -78,6 +78,7 @@ class SpeculativeDecoder:
         """Yield one Round per speculation round until a stop rule or cancel fires.
         Sets state.finish_reason. The target cache must hold state.tokens[:-1]."""
         device = self.model.device
+        reads_states = getattr(self.drafter, "reads_target_states", False)
         while state.finish_reason is None:
             if self.cancel.is_set():
                 state.finish_reason = "cancelled"
@@ -94,13 +95,17 @@ class SpeculativeDecoder:
             proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator)
             draft_ids = proposal.ids[:k]
             t1 = clock(device)
-            logits = forward_logits(self.model, self.cache, [state.tokens[-1], *draft_ids], keep=len(draft_ids) + 1)
+            with StateTap(self.model, enabled=reads_states) as tap:
+                logits = forward_logits(self.model, self.cache, [state.tokens[-1], *draft_ids],
+                                        keep=len(draft_ids) + 1)
             logits = logits[:, : self.vocab_size]
             probs = logits_to_probs(logits, self.sampling)
             dists = proposal.dists[: len(draft_ids)] if proposal.dists is not None else None
             verdict = verify(draft_ids, dists, logits, probs, self.sampling, self.generator)
             crop(self.cache, len(state.tokens) + verdict.n_accepted)
             self.cached[:] = state.tokens + draft_ids[: verdict.n_accepted]
+            if reads_states:  # the states of the last token and the accepted drafts
+                self.drafter.take_target_states(len(state.tokens) - 1, tap.states()[: verdict.n_accepted + 1])
             t2 = clock(device)
 
             r = self._record(state, turn, k, draft_ids, proposal.p, probs, verdict, t1 - t0, t2 - t1)

@@ -37,9 +37,13 @@ class DraftConfig:
     rms_norm_eps: float = 1e-5
     draft_vocab: int = 8192
     target_vocab: int = 49152
+    # EAGLE-style: each position reads the target's hidden state beside its token
+    # (see feature_drafter.py); False is a drafter of tokens alone.
+    reads_target_states: bool = False
 
     @classmethod
-    def from_target(cls, config, num_layers: int, draft_vocab: int) -> DraftConfig:
+    def from_target(cls, config, num_layers: int, draft_vocab: int,
+                    reads_target_states: bool = False) -> DraftConfig:
         rope = getattr(config, "rope_parameters", None) or {}
         return cls(hidden_size=config.hidden_size, num_layers=num_layers,
                    num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads,
@@ -47,7 +51,7 @@ class DraftConfig:
                    intermediate_size=config.intermediate_size,
                    rope_theta=float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))),
                    rms_norm_eps=float(config.rms_norm_eps), draft_vocab=draft_vocab,
-                   target_vocab=config.vocab_size)
+                   target_vocab=config.vocab_size, reads_target_states=reads_target_states)
 
 
 class RMSNorm(nn.Module):
@@ -154,9 +158,21 @@ class DraftModel(nn.Module):
         self.layers = nn.ModuleList(DraftLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.head = nn.Linear(cfg.hidden_size, cfg.draft_vocab, bias=False)
+        if cfg.reads_target_states:
+            # [token embedding; target hidden state] -> the layers' input width
+            self.fuse = nn.Linear(2 * cfg.hidden_size, cfg.hidden_size, bias=False)
         self.register_buffer("vocab_ids", vocab_ids.long(), persistent=False)
         inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim))
         self.register_buffer("inv_freq", inv, persistent=False)
+
+    # The final norm is never quantized, so it tells the dtype and device activations use.
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.norm.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.norm.weight.device
 
     def _rope(self, start: int, length: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         pos = torch.arange(start, start + length, device=self.inv_freq.device).float()
@@ -164,9 +180,15 @@ class DraftModel(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def features(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Final-normed hidden states [batch, positions, hidden] after the cache's contents."""
-        x = F.embedding(input_ids, self.embed).to(self.head.weight.dtype)
+    def features(self, input_ids: torch.Tensor, cache: KVCache | None = None,
+                 target_states: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-normed hidden states [batch, positions, hidden] after the cache's contents.
+        A drafter that reads target states takes one per position (the target's state
+        before that token, or the drafter's own prediction of it) and returns its
+        prediction of the target's state after it."""
+        x = F.embedding(input_ids, self.embed).to(self.compute_dtype)
+        if self.cfg.reads_target_states:
+            x = self.fuse(torch.cat([x, target_states.to(x.dtype)], dim=-1))
         start = cache.length if cache is not None else 0
         if cache is not None:
             cache.ensure(start + input_ids.shape[1])
@@ -178,11 +200,11 @@ class DraftModel(nn.Module):
         return self.norm(x)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
-                logits_to_keep: int = 0) -> torch.Tensor:
+                logits_to_keep: int = 0, target_states: torch.Tensor | None = None) -> torch.Tensor:
         """Draft-vocabulary logits [batch, positions, draft_vocab]: all positions when
         logits_to_keep is 0, else the last that many (the output layer is most of a
         step's cost, so a prefill asks for one)."""
-        x = self.features(input_ids, cache)
+        x = self.features(input_ids, cache, target_states)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self.head(x)
@@ -254,8 +276,8 @@ class TrainedDrafter:
         self.reset()
 
     def reset(self) -> None:
-        weight = self.model.head.weight
-        self._cache = KVCache(self.model.cfg, self.model.cfg.num_layers, weight.dtype, weight.device)
+        model = self.model
+        self._cache = KVCache(model.cfg, model.cfg.num_layers, model.compute_dtype, model.device)
         self._cached: list[int] = []
 
     @torch.inference_mode()
@@ -267,7 +289,7 @@ class TrainedDrafter:
         del self._cached[common:]
         fresh = tokens[common:]
         logits = None
-        device = self.model.head.weight.device
+        device = self.model.device
         for start in range(0, len(fresh), self.chunk):
             piece = fresh[start:start + self.chunk]
             logits = self.model(torch.tensor([piece], device=device), self._cache, logits_to_keep=1)
@@ -296,7 +318,7 @@ class TrainedDrafter:
         ids: list[int] = []
         ps: list[float] = []
         dists = []
-        device = self.model.head.weight.device
+        device = self.model.device
         context = list(tokens)
         for i in range(k):
             copied = lookup(context) if self.use_lookup else None
@@ -329,17 +351,40 @@ def weights_dir(name: str = "smoldraft") -> Path:
     return Path(__file__).resolve().parent.parent / "weights" / name
 
 
+def quantize_4bit(model: DraftModel, device) -> DraftModel:
+    """Every linear layer as bitsandbytes NF4, as `--quant 4bit` loads a target; the
+    norms and the shared embedding table stay in the model's compute dtype. The
+    weights are quantized when they move to `device`."""
+    import bitsandbytes as bnb
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                quantized = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False,
+                                              compute_dtype=model.compute_dtype, quant_type="nf4")
+                quantized.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, quant_type="nf4")
+                setattr(parent, name, quantized)
+    return model.to(device)
+
+
 def load_trained_drafter(target, directory: Path | None = None, *, name: str = "smoldraft",
-                         dtype: torch.dtype | None = None) -> TrainedDrafter:
+                         dtype: torch.dtype | None = None, four_bit: bool = False):
     """A shipped drafter for a loaded target (`specchat.models.LoadedModel`).
 
     dtype defaults to float32 on the CPU (no bf16 matrix units on most CPUs, and the
-    drafter is small) and to the target's compute dtype on CUDA.
+    drafter is small) and to the target's compute dtype on CUDA; four_bit quantizes
+    its linear layers to NF4 (computing in that dtype).
     """
     directory = directory or weights_dir(name)
     if dtype is None:
-        dtype = torch.float32 if target.device.type == "cpu" else torch.float16
+        cuda_bf16 = target.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        dtype = torch.float32 if target.device.type == "cpu" and not four_bit else \
+            torch.bfloat16 if cuda_bf16 or target.device.type == "cpu" else torch.float16
     # The target's table is shared as it is (rows are cast after lookup), not copied.
     embed = target.model.get_input_embeddings().weight.detach()
-    model = DraftModel.load(directory, embed, dtype).to(target.device)
+    model = DraftModel.load(directory, embed, dtype)
+    model = quantize_4bit(model, target.device) if four_bit else model.to(target.device)
+    if model.cfg.reads_target_states:
+        from specchat.engine.feature_drafter import FeatureDrafter  # it builds on this module
+        return FeatureDrafter(model, name=name)
     return TrainedDrafter(model, name=name)

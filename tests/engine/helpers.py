@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import FixedK
-from specchat.engine.forward import new_cache, sync_cache
+from specchat.engine.forward import StateTap, new_cache, sync_cache
 from specchat.engine.sampling import SamplingSettings
 from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules
 
@@ -33,8 +33,12 @@ def decode_once(model, tokenizer, drafter, prompt: list[int], *, k: int, new_tok
                 eos_ids=frozenset()) -> tuple[DecodeState, list, SpeculativeDecoder]:
     """Run the speculative loop on a bare prompt (no chat template)."""
     cache, cached = new_cache(model), []
-    sync_cache(model, cache, cached, prompt[:-1], keep=0)
     drafter.reset()
+    reads_states = getattr(drafter, "reads_target_states", False)
+    with StateTap(model, enabled=reads_states) as tap:
+        sync_cache(model, cache, cached, prompt[:-1], keep=0)
+    if reads_states:
+        drafter.take_target_states(0, tap.states())
     drafter.prefill(prompt)
     decoder = SpeculativeDecoder(model, cache, cached, drafter, IncrementalDecoder(tokenizer), sampling,
                                  FixedK(k), StopRules(eos_ids=eos_ids, max_new_tokens=new_tokens),

@@ -1,0 +1,142 @@
+"""A drafter that reads the target's hidden states (EAGLE-style).
+
+The target's last hidden state at a position (after the final norm: what its output
+layer reads) already says most of what comes next. This drafter's input at position i
+is the pair (state_i, token_{i+1}); its output is a prediction of state_{i+1}, which its
+output layer (rows of the target's own, over the draft vocabulary) turns into a guess
+at token_{i+2}. To draft further it feeds its own predicted state back in.
+
+The target hands its states over after every pass (`take_target_states`): the
+prompt's at prefill, and after each verification those of the last verified token and
+the accepted drafts. The drafter keeps them by position. Its own KV cache only ever
+holds pairs built from real target states; the pairs made while drafting (from its
+own predictions) are dropped at the end of each proposal and rebuilt from the
+target's states once they are known.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from specchat.engine.drafters import Proposal
+from specchat.engine.forward import common_prefix
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, sample
+from specchat.engine.trained_drafter import DraftModel, KVCache, lookup
+
+
+class TargetStates:
+    """The target's hidden states by position, for the verified sequence's prefix."""
+
+    def __init__(self, hidden: int, dtype: torch.dtype, device) -> None:
+        self.rows = torch.zeros(256, hidden, dtype=dtype, device=device)
+        self.known = 0  # states for positions [0, known) are held
+
+    def put(self, start: int, states: torch.Tensor) -> None:
+        if start > self.known:
+            raise ValueError(f"target states from position {start} leave a gap after {self.known}")
+        end = start + states.shape[0]
+        if end > self.rows.shape[0]:
+            grown = self.rows.new_zeros(max(end, 2 * self.rows.shape[0]), self.rows.shape[1])
+            grown[: self.known] = self.rows[: self.known]
+            self.rows = grown
+        self.rows[start:end] = states.to(self.rows.dtype)
+        self.known = end  # anything after a rewritten position belonged to another sequence
+
+
+class FeatureDrafter:
+    """The Drafter protocol over a `DraftModel` with reads_target_states, plus the
+    same prompt lookup as TrainedDrafter (a copied continuation first)."""
+
+    kind = "model"
+    reads_target_states = True
+
+    def __init__(self, model: DraftModel, name: str, chunk: int = 512, use_lookup: bool = True) -> None:
+        self.model = model
+        self.name = name
+        self.chunk = chunk
+        self.use_lookup = use_lookup
+        self.reset()
+
+    def reset(self) -> None:
+        model = self.model
+        self._cache = KVCache(model.cfg, model.cfg.num_layers, model.compute_dtype, model.device)
+        self._pairs: list[int] = []  # token of each cached pair (pair i holds token i+1)
+        self._states = TargetStates(model.cfg.hidden_size, model.compute_dtype, model.device)
+
+    def take_target_states(self, start: int, states: torch.Tensor) -> None:
+        """The target's hidden states for positions start.. of the verified sequence."""
+        self._states.put(start, states)
+        # A pair reads the state before its token: pairs from `start` on are stale.
+        self._cache.length = min(self._cache.length, start)
+        del self._pairs[start:]
+
+    def prefill(self, tokens: list[int]) -> None:
+        self._feed(tokens, want_output=False)
+
+    @torch.inference_mode()
+    def _feed(self, tokens: list[int], want_output: bool) -> torch.Tensor | None:
+        """Make the cache hold the pairs (state_i, token_{i+1}) for every i the target
+        has a state for; return the predicted state after the last token when that
+        pair is the final one (the only one a draft can start from)."""
+        usable = min(len(tokens) - 1, self._states.known)
+        if usable < 0 or (want_output and usable < len(tokens) - 1):
+            return None
+        common = common_prefix(self._pairs, tokens[1:], limit=usable - (1 if want_output else 0))
+        self._cache.length = common
+        del self._pairs[common:]
+        device = self.model.device
+        output = None
+        for start in range(common, usable, self.chunk):
+            end = min(start + self.chunk, usable)
+            ids = torch.tensor([tokens[start + 1:end + 1]], device=device)
+            hidden = self.model.features(ids, self._cache, self._states.rows[None, start:end])
+            self._pairs.extend(tokens[start + 1:end + 1])
+            output = hidden[0, -1]
+        self.catchup = usable - common
+        return output
+
+    def _full_vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        full = logits.new_full((self.model.cfg.target_vocab,), float("-inf"), dtype=torch.float32)
+        full[self.model.vocab_ids] = logits.float()
+        return full
+
+    @torch.inference_mode()
+    def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
+                generator: torch.Generator | None) -> Proposal:
+        if k <= 0:
+            return Proposal()
+        hidden = self._feed(tokens, want_output=True)
+        if hidden is None:  # the target's states do not reach the end: nothing to draft from
+            return Proposal()
+        fed, real = self.catchup, self._cache.length
+        device = self.model.device
+        ids: list[int] = []
+        ps: list[float] = []
+        dists = []
+        context = list(tokens)
+        for i in range(k):
+            logits = self.model.head(hidden)
+            copied = lookup(context) if self.use_lookup else None
+            if copied is not None:
+                token, p = copied, 1.0
+                if not sampling.greedy:
+                    dists.append(F.one_hot(torch.tensor(token, device=device), self.model.cfg.target_vocab).float())
+            elif sampling.greedy:
+                index = int(torch.argmax(logits))
+                token = int(self.model.vocab_ids[index])
+                p = float(torch.softmax(logits.float(), dim=-1)[index])
+            else:
+                probs = logits_to_probs(self._full_vocab(logits), sampling)
+                token = sample(probs, generator)
+                p = float(probs[token])
+                dists.append(probs)
+            ids.append(token)
+            ps.append(p)
+            context.append(token)
+            if i + 1 < k:
+                # The next pair reads the drafter's own predicted state.
+                hidden = self.model.features(torch.tensor([[token]], device=device), self._cache,
+                                             hidden[None, None])[0, -1]
+        self._cache.length = real  # drop the pairs built on predicted states
+        return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=fed)
