@@ -227,7 +227,7 @@ def check_same_vocabulary(target: LoadedModel, drafter: LoadedModel) -> None:
 SHIPPED_DRAFTERS = {"smoldraft": "embedded"}
 
 
-def _load_shipped_drafter(name: str, target: LoadedModel) -> Drafter:
+def _load_shipped_drafter(name: str, target: LoadedModel, quant: str | None) -> Drafter:
     from specchat.engine.trained_drafter import load_trained_drafter, weights_dir
 
     trained_for = SHIPPED_DRAFTERS[name]
@@ -235,7 +235,12 @@ def _load_shipped_drafter(name: str, target: LoadedModel) -> Drafter:
         raise ModelError(f"drafter {name!r} was trained for the {trained_for!r} target, not {target.spec!r}")
     if not (weights_dir(name) / "model.safetensors").is_file():
         raise ModelError(f"drafter {name!r} is missing from this installation ({weights_dir(name)})")
-    return load_trained_drafter(target, name=name)
+    # Quantized like a target would be (4-bit by default on CUDA); its own layers are
+    # small, so 8-bit is not worth a second code path and loads unquantized.
+    four_bit = (quant or ("4bit" if target.device.type == "cuda" else "none")) == "4bit"
+    if four_bit:
+        _quantization("4bit", target.device)  # a clear error when bitsandbytes is missing
+    return load_trained_drafter(target, name=name, four_bit=four_bit)
 
 
 def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
@@ -246,7 +251,7 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
     if spec == "ngram":
         return NgramDrafter()
     if spec in SHIPPED_DRAFTERS:
-        return _load_shipped_drafter(spec, target)
+        return _load_shipped_drafter(spec, target, quant)
     if spec == target.spec:
         # The target drafting for itself: share the weights instead of loading twice.
         drafter_model = target

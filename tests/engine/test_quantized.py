@@ -18,14 +18,34 @@ def _answers(target, drafter, prompts, **settings):
     return [list(session.send(p))[-1] for p in prompts]
 
 
-def test_embedded_target_in_4bit_on_cpu_is_lossless(embedded):
-    target = load_target("embedded", device="cpu", quant="4bit")
+@pytest.fixture(scope="module")
+def target_4bit(embedded):  # `embedded` first: the converted model is cached by then
+    return load_target("embedded", device="cpu", quant="4bit")
+
+
+def test_embedded_target_in_4bit_on_cpu_is_lossless(target_4bit):
+    target = target_4bit
     assert target.precision == "nf4"
     drafter = load_drafter("embedded", target)  # the target drafting for itself
     plain = _answers(target, NoDrafter(), ["What is 2 + 2?"], max_new_tokens=12)
     spec = _answers(target, drafter, ["What is 2 + 2?"], max_new_tokens=12, k=3)
     assert plain[0].text == spec[0].text and plain[0].text
     assert spec[0].totals.acceptance_rate == 1.0
+
+
+def test_shipped_drafter_in_4bit_drafts_and_leaves_the_output_unchanged(embedded):
+    import bitsandbytes as bnb
+
+    # The fp32 target makes verification exact, so any difference would be the drafter's
+    # doing (a 4-bit target's own k-token passes round differently: README, Numerics).
+    drafter = load_drafter("smoldraft", embedded, quant="4bit")
+    linears = [m for m in drafter.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m, bnb.nn.Linear4bit) for m in linears)
+    prompt = ["Name three primary colours."]
+    plain = _answers(embedded, NoDrafter(), prompt, max_new_tokens=16)
+    spec = _answers(embedded, drafter, prompt, max_new_tokens=16, k=3)
+    assert plain[0].text == spec[0].text and plain[0].text
+    assert spec[0].totals.accepted > 0  # it drafts, and the quantized drafter is still right at times
 
 
 @pytest.mark.gpu
