@@ -38,6 +38,11 @@ class TrainSettings:
     holdout: float = 0.05  # share of greedy answers kept out for evaluation
     checkpoint_every: int = 50
     seed: int = 0
+    # Drafters that read the target's hidden states (EAGLE-style) only:
+    reads_target_states: bool = False
+    state_weight: float = 1.0  # weight of the state-prediction loss beside the token loss
+    state_noise: float = 0.0  # uniform noise on input states: drafting reads predicted ones
+    unroll: int = 1  # passes per batch, each reading the previous pass's predicted states
 
 
 def init_from_target(target, cfg: DraftConfig, vocab: list[int], norm_scale: float = 1.0) -> DraftModel:
@@ -57,6 +62,11 @@ def init_from_target(target, cfg: DraftConfig, vocab: list[int], norm_scale: flo
     model.norm.weight.data.copy_(base.norm.weight.detach().float() * norm_scale)
     head = target.get_output_embeddings().weight.detach().float()
     model.head.weight.data.copy_(head[torch.tensor(vocab)])
+    if cfg.reads_target_states:
+        # Start as "the next state is this state": the fused input is the target's state.
+        h = cfg.hidden_size
+        model.fuse.weight.data.zero_()
+        model.fuse.weight.data[:, h:] = torch.eye(h)
     return model.float()
 
 
@@ -67,15 +77,24 @@ class Example:
     hard: torch.Tensor  # [n] draft indices (-100 outside the draft vocabulary)
     soft_ids: torch.Tensor  # [n, k] draft indices (-100 outside)
     soft_p: torch.Tensor  # [n, k] target probabilities, renormalised over the kept ones
+    # Drafters that read target states: [len(inputs) + 1, hidden] target states, where
+    # input position i reads row i and predicts row i + 1.
+    states: torch.Tensor | None = None
 
 
-def make_example(rec: dict, table: torch.Tensor) -> Example:
+def make_example(rec: dict, table: torch.Tensor, states: torch.Tensor | None = None) -> Example:
+    """A token drafter reads token i and predicts the target's choice after it. A state
+    drafter reads (state i, token i+1), so its inputs start one token later and each
+    prediction sits one position earlier."""
     prompt, answer = rec["prompt"], rec["answer"]
     hard = table[torch.tensor(rec["labels"], dtype=torch.long)]
     soft_ids = table[rec["top_ids"].long()]
     p = rec["top_logprobs"].float().exp() * (soft_ids >= 0)
     p = p / p.sum(-1, keepdim=True).clamp_min(1e-9)
-    return Example((prompt + answer)[:-1], len(prompt) - 1, hard, soft_ids, p)
+    seq = prompt + answer
+    if states is None:
+        return Example(seq[:-1], len(prompt) - 1, hard, soft_ids, p)
+    return Example(seq[1:], len(prompt) - 2, hard, soft_ids, p, states)
 
 
 def batches(examples: list[Example], tokens_per_batch: int, rng: random.Random) -> list[list[Example]]:
@@ -100,6 +119,12 @@ def collate(group: list[Example]):
     hard = torch.full((len(group), width), -100, dtype=torch.long)
     soft_ids = torch.full((len(group), width, k), -100, dtype=torch.long)
     soft_p = torch.zeros(len(group), width, k)
+    batch = {"ids": ids, "hard": hard, "soft_ids": soft_ids, "soft_p": soft_p}
+    if group[0].states is not None:
+        hidden = group[0].states.shape[1]
+        batch["states_in"] = torch.zeros(len(group), width, hidden)
+        batch["states_next"] = torch.zeros(len(group), width, hidden)
+        batch["valid"] = torch.zeros(len(group), width, dtype=torch.bool)
     for row, e in enumerate(group):
         n = len(e.hard)
         ids[row, : len(e.inputs)] = torch.tensor(e.inputs)
@@ -107,15 +132,42 @@ def collate(group: list[Example]):
         hard[row, e.start:e.start + n] = e.hard
         soft_ids[row, e.start:e.start + n] = e.soft_ids
         soft_p[row, e.start:e.start + n] = e.soft_p
-    return ids, hard, soft_ids, soft_p
+        if e.states is not None:
+            m = len(e.inputs)
+            batch["states_in"][row, :m] = e.states[:m].float()
+            batch["states_next"][row, :m] = e.states[1:m + 1].float()
+            batch["valid"][row, :m] = True
+    return batch
 
 
-def loss_fn(model: DraftModel, ids, hard, soft_ids, soft_p, soft_weight: float) -> tuple[torch.Tensor, float]:
+def loss_fn(model: DraftModel, batch: dict, s: TrainSettings) -> tuple[torch.Tensor, float]:
+    """Token loss, and for a state drafter the state loss too, over `s.unroll` passes:
+    pass 2 reads the states pass 1 predicted (shifted one position), which is what
+    drafting a second token reads. Reports the first pass's agreement."""
+    if not model.cfg.reads_target_states:
+        return token_loss(model, model.features(batch["ids"]), batch, s.soft_weight)
+    states = batch["states_in"]
+    if s.state_noise:
+        states = states + (torch.rand_like(states) * 2 - 1) * s.state_noise
+    total, first_acc = 0.0, 0.0
+    for step in range(s.unroll):
+        predicted = model.features(batch["ids"], None, states)
+        loss, acc = token_loss(model, predicted, batch, s.soft_weight)
+        valid = batch["valid"]
+        loss = loss + s.state_weight * F.smooth_l1_loss(predicted[valid], batch["states_next"][valid])
+        total = total + loss
+        first_acc = acc if step == 0 else first_acc
+        states = torch.cat([batch["states_in"][:, :1], predicted[:, :-1]], dim=1)
+    return total / s.unroll, first_acc
+
+
+def token_loss(model: DraftModel, hidden: torch.Tensor, batch: dict, soft_weight: float) -> tuple[torch.Tensor, float]:
     """Loss over the answer positions only: the output layer, the costliest part, is
     not run on prompt positions or padding."""
+    hard, soft_ids, soft_p = batch["hard"], batch["soft_ids"], batch["soft_p"]
     mask = hard >= 0
     mask |= soft_p.sum(-1) > 0
-    logp = torch.log_softmax(model.head(model.features(ids)[mask]).float(), dim=-1)
+    logp = torch.log_softmax(model.head(hidden[mask]).float(), dim=-1)
     hard, soft_ids, soft_p = hard[mask], soft_ids[mask], soft_p[mask]
     hard_loss = F.nll_loss(logp, hard, ignore_index=-100) if (hard >= 0).any() else logp.sum() * 0
     picked = logp.gather(-1, soft_ids.clamp_min(0)) * (soft_ids >= 0)
@@ -153,10 +205,9 @@ def train(model: DraftModel, examples: list[Example], s: TrainSettings, checkpoi
         for group in groups[offset:]:
             if step >= s.steps:
                 break
-            ids, hard, soft_ids, soft_p = collate(group)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, s)
-            loss, acc = loss_fn(model, ids, hard, soft_ids, soft_p, s.soft_weight)
+            loss, acc = loss_fn(model, collate(group), s)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -211,5 +262,45 @@ def evaluate(model: DraftModel, records: list[dict], table: torch.Tensor, k: int
             tokens += step
             i += step
     return {"token_agreement": agree_total / max(positions, 1),
+            f"acceptance_k{k}": accepted / max(drafted, 1),
+            f"tokens_per_round_k{k}": tokens / max(rounds, 1), "answers": len(records)}
+
+
+@torch.no_grad()
+def evaluate_state_drafter(model: DraftModel, records: list[dict], states: list[torch.Tensor], k: int = 4,
+                           use_lookup: bool = False) -> dict:
+    """Greedy acceptance of a state drafter on held-out greedy answers, by running the
+    engine's FeatureDrafter round by round: it drafts k tokens from the target states
+    known so far (its later drafts read its own predicted states, as in the engine),
+    the agreeing run is accepted, and the states of the accepted positions are handed
+    over as a verify pass would."""
+    from specchat.engine.feature_drafter import FeatureDrafter
+    from specchat.engine.sampling import SamplingSettings
+
+    model.eval()
+    greedy = SamplingSettings(temperature=0.0)
+    drafted = accepted = rounds = tokens = first = agree = positions = 0
+    for rec, rec_states in zip(records, states):
+        drafter = FeatureDrafter(model, "eval", use_lookup=use_lookup)
+        seq, p, labels = rec["prompt"] + rec["answer"], len(rec["prompt"]), rec["labels"]
+        # Teacher-forced: every pair reads the target's real state (the first draft of a round).
+        hidden = model.features(torch.tensor([seq[1:]]), None, rec_states[None, :-1])[0, p - 2:p - 2 + len(labels)]
+        predicted = model.vocab_ids[model.head(hidden).argmax(-1)].tolist()
+        agree += sum(a == b for a, b in zip(predicted, labels))
+        positions += len(labels)
+        drafter.take_target_states(0, rec_states[: p - 1])
+        j = 0  # answer position the round starts at
+        while j < len(labels):
+            proposal = drafter.propose(seq[: p + j], k, greedy, None)
+            n = 0
+            while n < len(proposal.ids) and j + n < len(labels) and proposal.ids[n] == labels[j + n]:
+                n += 1
+            first += n > 0
+            drafted, accepted, rounds = drafted + k, accepted + n, rounds + 1
+            step = min(n + 1, len(labels) - j)
+            drafter.take_target_states(p + j - 1, rec_states[p + j - 1:p + j - 1 + step])
+            tokens += step
+            j += step
+    return {"token_agreement": agree / max(positions, 1), "round_first_agreement": first / max(rounds, 1),
             f"acceptance_k{k}": accepted / max(drafted, 1),
             f"tokens_per_round_k{k}": tokens / max(rounds, 1), "answers": len(records)}
