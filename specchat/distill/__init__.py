@@ -42,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         for f in fields(cls):
             if f.name == "seed":
                 continue
-            g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                           dest=f"{group}_{f.name}", help=f"(default: {f.default})")
+            flag, dest = f"--{f.name.replace('_', '-')}", f"{group}_{f.name}"
+            if isinstance(f.default, bool):
+                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, dest=dest)
+            else:
+                g.add_argument(flag, type=type(f.default), default=f.default, dest=dest,
+                               help=f"(default: {f.default})")
     parser.add_argument("--seed", type=int, default=0, help="seed for prompts, sampling, data order (default: 0)")
     return parser
 

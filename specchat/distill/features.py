@@ -65,3 +65,8 @@ def compute_features(model, shard_paths: list[Path], progress: Callable[[int, in
         if progress:
             progress(index + 1, len(shard_paths))
     return paths
+
+
+def load_states(paths: list[Path]) -> list[torch.Tensor]:
+    """Every answer's states, in the order of `datagen.load_records` over the same shards."""
+    return [states for p in paths for states in torch.load(p)]

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 from specchat.distill.datagen import DataSettings, generate_data, load_records
-from specchat.distill.train import TrainSettings, evaluate, init_from_target, make_example, train
+from specchat.distill.features import compute_features, load_states
+from specchat.distill.train import (TrainSettings, evaluate, evaluate_state_drafter, init_from_target, make_example,
+                                   train)
 from specchat.distill.vocab import choose_vocab, coverage, index_map
 from specchat.engine.trained_drafter import DraftConfig
 
@@ -56,29 +58,39 @@ def run(work_dir: Path, out_dir: Path, data: DataSettings, settings: TrainSettin
     bar.close()
 
     records = load_records(paths)
+    if settings.reads_target_states:
+        bar = _bar(0, "target states (batches)")
+        states = load_states(compute_features(target.model, paths, on_batch))
+        bar.close()
+        for rec, rec_states in zip(records, states):
+            rec["states"] = rec_states
     train_recs, held = split_holdout(records, settings.holdout, settings.seed)
     vocab = choose_vocab(train_recs, settings.draft_vocab, always=(tokenizer.eos_token_id,))
     table = index_map(vocab, target.model.config.vocab_size)
-    cfg = DraftConfig.from_target(target.model.config, settings.layers, len(vocab))
+    cfg = DraftConfig.from_target(target.model.config, settings.layers, len(vocab), settings.reads_target_states)
     model = init_from_target(target.model, cfg, vocab, settings.norm_scale)
     stats = {"answers": len(records), "answer_tokens": sum(len(r["answer"]) for r in records),
              "train_answers": len(train_recs), "heldout_answers": len(held),
              "vocab_coverage_train": round(coverage(train_recs, vocab), 4),
              "vocab_coverage_heldout": round(coverage(held, vocab), 4) if held else None}
     log(f"data: {stats}")
-    before = evaluate(model, held, table) if held else {}
+    evaluate_held = (lambda lookup: evaluate_state_drafter(model, held, [r["states"] for r in held],
+                                                           use_lookup=lookup)) \
+        if settings.reads_target_states else (lambda lookup: evaluate(model, held, table, use_lookup=lookup))
+    before = evaluate_held(False) if held else {}
 
     # Named by what shapes it, so a run on more data starts its own instead of failing.
-    checkpoint = work_dir / f"checkpoint-{settings.layers}L-{len(vocab)}v-{len(records)}a-s{settings.seed}.pt"
+    kind = "states-" if settings.reads_target_states else ""
+    checkpoint = work_dir / f"checkpoint-{kind}{settings.layers}L-{len(vocab)}v-{len(records)}a-s{settings.seed}.pt"
     bar = _bar(settings.steps, "training")
     def on_step(step: int, loss: float, acc: float) -> None:
         bar.n = step
         bar.set_postfix(loss=f"{loss:.3f}", agree=f"{acc:.3f}", refresh=True)
     started = time.time()
-    train(model, [make_example(r, table) for r in train_recs], settings, checkpoint, on_step)
+    train(model, [make_example(r, table, r.get("states")) for r in train_recs], settings, checkpoint, on_step)
     bar.close()
-    after = evaluate(model, held, table) if held else {}
-    with_lookup = evaluate(model, held, table, use_lookup=True) if held else {}
+    after = evaluate_held(False) if held else {}
+    with_lookup = evaluate_held(True) if held else {}
     log(f"held-out greedy estimate before training {before}, after {after}, with lookup {with_lookup}")
 
     provenance = {

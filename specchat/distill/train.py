@@ -32,7 +32,7 @@ class TrainSettings:
     lr: float = 3e-3
     warmup: int = 10
     # The target's final norm is scaled for its 30th layer's stream; after one layer it
-    # makes confidently wrong logits (initial loss 16 against 6.7 at 0.2).
+    # makes confidently wrong logits (initial loss 16 against 6.7 at 0.2). Token drafters only.
     norm_scale: float = 0.2
     soft_weight: float = 0.5  # share of the soft (top-k) loss; the rest is the argmax CE
     holdout: float = 0.05  # share of greedy answers kept out for evaluation
@@ -59,14 +59,18 @@ def init_from_target(target, cfg: DraftConfig, vocab: list[int], norm_scale: flo
                  "down_proj": src.mlp.down_proj}
         for name, module in pairs.items():
             getattr(layer, name).weight.data.copy_(module.weight.detach().float())
-    model.norm.weight.data.copy_(base.norm.weight.detach().float() * norm_scale)
     head = target.get_output_embeddings().weight.detach().float()
     model.head.weight.data.copy_(head[torch.tensor(vocab)])
     if cfg.reads_target_states:
+        # Its output is a prediction of the target's normed state, read by the target's
+        # own output rows (kept frozen, as EAGLE does): the target's norm fits unscaled.
+        norm_scale = 1.0
+        model.head.weight.requires_grad_(False)
         # Start as "the next state is this state": the fused input is the target's state.
         h = cfg.hidden_size
         model.fuse.weight.data.zero_()
         model.fuse.weight.data[:, h:] = torch.eye(h)
+    model.norm.weight.data.copy_(base.norm.weight.detach().float() * norm_scale)
     return model.float()
 
 

@@ -49,3 +49,31 @@ def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
     assert main(argv) == 0
     assert [s.stat().st_mtime_ns for s in shards] == stamps
     assert json.loads((out / "provenance.json").read_text())["train_seconds_last_run"] < 1.0
+
+
+@pytest.mark.slow
+def test_distill_of_a_state_reading_drafter_end_to_end(tmp_path, embedded):
+    from specchat.engine.drafters import NoDrafter
+    from specchat.engine.feature_drafter import FeatureDrafter
+    from specchat.engine.session import ChatSession, GenerationSettings
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    assert main(["--work-dir", str(work), "--out", str(out), "--threads", "1", *TINY,
+                 "--reads-target-states", "--unroll", "2"]) == 0
+
+    records = [r for s in sorted((work / "data").glob("shard_*.pt")) for r in torch.load(s)]
+    states = [x for f in sorted((work / "data").glob("features_*.pt")) for x in torch.load(f)]
+    hidden = embedded.model.config.hidden_size
+    assert [tuple(x.shape) for x in states] == [(len(r["prompt"]) + len(r["answer"]), hidden) for r in records]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["train_settings"]["reads_target_states"] is True
+
+    drafter = load_trained_drafter(embedded, out, name="tiny-states")
+    assert isinstance(drafter, FeatureDrafter)
+    # In a real session it is handed the target's states and drafts; fp32 verification
+    # keeps the answer exactly the plain one.
+    settings = GenerationSettings(max_new_tokens=10, k=2)
+    spec = list(ChatSession(embedded, drafter, settings=settings).send("Say hello."))
+    plain = list(ChatSession(embedded, NoDrafter(), settings=settings).send("Say hello."))
+    assert spec[-1].text == plain[-1].text
+    assert spec[-1].totals.drafted > 0
