@@ -20,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--categories", default="", help="comma-separated subset of categories")
+    parser.add_argument("--limit", type=int, default=None, help="at most N prompts per category")
     args = parser.parse_args(argv)
     import torch
 
-    from specchat.bench.prompts import builtin_prompts
+    from specchat.bench.prompts import builtin_prompts, select
     from specchat.bench.report import build_report
     from specchat.bench.runner import run_bench
     from specchat.engine.session import GenerationSettings
@@ -34,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     target = load_target("embedded", device="cpu")
     drafter = load_trained_drafter(target, args.weights)
-    prompts = builtin_prompts()
-    if args.categories:
-        prompts = [p for p in prompts if p.category in args.categories.split(",")]
+    prompts = select(builtin_prompts(), categories=args.categories.split(",") if args.categories else None,
+                     limit=args.limit)
     k = None if args.k == "auto" else int(args.k)
     settings = GenerationSettings(k=k, temperature=0.0, max_new_tokens=args.max_new_tokens)
     results = run_bench(target, drafter, prompts, settings,
