@@ -5,9 +5,11 @@ The shipped drafter (specchat/weights/smoldraft) came from the defaults:
 
     specchat distill --threads 1 --out specchat/weights/smoldraft
 
-measured on this project's shared 2-core machine with one thread: about 45 minutes
-of answer generation (19 batches of 32, ~2.3 min each) and 6 of training (300 steps);
-provenance.json next to the weights records the exact command and settings.
+measured on this project's shared 2-core machine with one thread: about 75 minutes
+of answer generation (38 batches of 32, 1.6-2.3 min each) and 13 of training (600
+steps); provenance.json next to the weights records the exact command and settings.
+`--reads-target-states` trains the EAGLE-style kind instead (feature_drafter.py), after
+one more pass of the target over the answers for its hidden states (~5 minutes).
 """
 
 from __future__ import annotations

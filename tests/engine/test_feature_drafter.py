@@ -77,3 +77,20 @@ def test_without_the_targets_states_it_drafts_nothing(tiny_llama):
     target = tiny_llama(48, seed=0)
     drafter = FeatureDrafter(_feature_model(target, draft_vocab=48), "states")
     assert drafter.propose([1, 2, 3, 4], 3, GREEDY, None).ids == []
+
+
+def test_a_session_keeps_the_states_right_across_turns(embedded):
+    from specchat.engine.drafters import NoDrafter
+    from specchat.engine.session import ChatSession, GenerationSettings
+
+    drafter = FeatureDrafter(_feature_model(embedded.model, draft_vocab=256), "states")
+    settings = GenerationSettings(max_new_tokens=10, k=2)
+    spec = ChatSession(embedded, drafter, settings=settings)
+    plain = ChatSession(embedded, NoDrafter(), settings=settings)
+    for text in ("Name a colour.", "And another one?"):  # turn 2 reuses turn 1's cache
+        assert list(spec.send(text))[-1].text == list(plain.send(text))[-1].text
+    cached = spec._cached
+    assert drafter._states.known == len(cached)
+    with torch.no_grad():
+        full = embedded.model.get_decoder()(input_ids=torch.tensor([cached])).last_hidden_state[0]
+    torch.testing.assert_close(drafter._states.rows[: len(cached)], full, rtol=1e-3, atol=1e-3)
