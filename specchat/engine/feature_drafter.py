@@ -17,12 +17,11 @@ target's states once they are known.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from specchat.engine.drafters import Proposal
 from specchat.engine.forward import common_prefix
-from specchat.engine.sampling import SamplingSettings, logits_to_probs, sample
-from specchat.engine.trained_drafter import DraftModel, KVCache, lookup
+from specchat.engine.sampling import SamplingSettings
+from specchat.engine.trained_drafter import DraftModel, KVCache, pick_draft_token
 
 
 class TargetStates:
@@ -96,11 +95,6 @@ class FeatureDrafter:
         self.catchup = usable - common
         return output
 
-    def _full_vocab(self, logits: torch.Tensor) -> torch.Tensor:
-        full = logits.new_full((self.model.cfg.target_vocab,), float("-inf"), dtype=torch.float32)
-        full[self.model.vocab_ids] = logits.float()
-        return full
-
     @torch.inference_mode()
     def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
                 generator: torch.Generator | None) -> Proposal:
@@ -116,21 +110,10 @@ class FeatureDrafter:
         dists = []
         context = list(tokens)
         for i in range(k):
-            logits = self.model.head(hidden)
-            copied = lookup(context) if self.use_lookup else None
-            if copied is not None:
-                token, p = copied, 1.0
-                if not sampling.greedy:
-                    dists.append(F.one_hot(torch.tensor(token, device=device), self.model.cfg.target_vocab).float())
-            elif sampling.greedy:
-                index = int(torch.argmax(logits))
-                token = int(self.model.vocab_ids[index])
-                p = float(torch.softmax(logits.float(), dim=-1)[index])
-            else:
-                probs = logits_to_probs(self._full_vocab(logits), sampling)
-                token = sample(probs, generator)
-                p = float(probs[token])
-                dists.append(probs)
+            token, p, dist = pick_draft_token(self.model, self.model.head(hidden), context, sampling, generator,
+                                              self.use_lookup)
+            if dist is not None:
+                dists.append(dist)
             ids.append(token)
             ps.append(p)
             context.append(token)

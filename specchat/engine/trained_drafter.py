@@ -256,6 +256,30 @@ def lookup(tokens: list[int], max_n: int = 3, min_n: int = 2, window: int = 2048
     return follow[0] if follow else None
 
 
+def pick_draft_token(model: DraftModel, logits: torch.Tensor, context: list[int], sampling: SamplingSettings,
+                     generator: torch.Generator | None, use_lookup: bool) -> tuple[int, float, torch.Tensor | None]:
+    """One drafted token after `context`: (target id, drafter probability, its
+    full-vocabulary distribution when sampling). A continuation copied from the
+    context comes first (see `lookup`); elsewhere the model's draft-vocabulary logits."""
+    copied = lookup(context) if use_lookup else None
+    if copied is not None:
+        # A copied token is a deterministic proposal: p = 1, a one-hot distribution.
+        dist = None if sampling.greedy else F.one_hot(
+            torch.tensor(copied, device=logits.device), model.cfg.target_vocab).float()
+        return copied, 1.0, dist
+    if sampling.greedy:
+        # Greedy needs no full-vocabulary tensor: argmax and p in the subset.
+        index = int(torch.argmax(logits))
+        return int(model.vocab_ids[index]), float(torch.softmax(logits.float(), dim=-1)[index]), None
+    # Draft logits placed on the target's vocabulary; -inf outside the subset, so the
+    # distribution is zero there (still valid for rejection sampling).
+    full = logits.new_full((model.cfg.target_vocab,), float("-inf"), dtype=torch.float32)
+    full[model.vocab_ids] = logits.float()
+    probs = logits_to_probs(full, sampling)
+    token = sample(probs, generator)
+    return token, float(probs[token]), probs
+
+
 class TrainedDrafter:
     """The Drafter protocol over a `DraftModel` and its own KV cache, with prompt
     lookup first: where the context's last tokens occurred before, the continuation
@@ -301,13 +325,6 @@ class TrainedDrafter:
         if len(tokens) > 1:
             self._feed(tokens[:-1], want_logits=False)
 
-    def _full_vocab(self, logits: torch.Tensor) -> torch.Tensor:
-        """Draft logits placed on the target's vocabulary; -inf outside the subset, so
-        the distribution is zero there (still valid for rejection sampling)."""
-        full = logits.new_full((self.model.cfg.target_vocab,), float("-inf"), dtype=torch.float32)
-        full[self.model.vocab_ids] = logits.float()
-        return full
-
     @torch.inference_mode()
     def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
                 generator: torch.Generator | None) -> Proposal:
@@ -321,22 +338,9 @@ class TrainedDrafter:
         device = self.model.device
         context = list(tokens)
         for i in range(k):
-            copied = lookup(context) if self.use_lookup else None
-            if copied is not None:
-                # A copied token is a deterministic proposal: p = 1, a one-hot distribution.
-                token, p = copied, 1.0
-                if not sampling.greedy:
-                    dists.append(F.one_hot(torch.tensor(token, device=device), self.model.cfg.target_vocab).float())
-            elif sampling.greedy:
-                # Greedy needs no full-vocabulary tensor: argmax and p in the subset.
-                probs_small = torch.softmax(logits.float(), dim=-1)
-                index = int(torch.argmax(logits))
-                token, p = int(self.model.vocab_ids[index]), float(probs_small[index])
-            else:
-                probs = logits_to_probs(self._full_vocab(logits), sampling)
-                token = sample(probs, generator)
-                p = float(probs[token])
-                dists.append(probs)
+            token, p, dist = pick_draft_token(self.model, logits, context, sampling, generator, self.use_lookup)
+            if dist is not None:
+                dists.append(dist)
             ids.append(token)
             ps.append(p)
             context.append(token)
