@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import io
 import json
+import threading
 
 import pytest
 
@@ -57,6 +58,7 @@ class ScriptedSession:
         self.events = events
         self.interrupt_after = interrupt_after
         self.cancelled = False
+        self._cancel_seen = threading.Event()
 
     def send(self, text):
         for i, event in enumerate(self.events):
@@ -65,13 +67,15 @@ class ScriptedSession:
             yield event
             if i == self.interrupt_after:
                 _thread.interrupt_main()  # the user's Ctrl+C, delivered to the main thread
-                while not self.cancelled:
-                    pass
+                # Wait without holding the GIL (a spinning loop starved the main thread
+                # on a busy machine and hung the run); bounded, so a bug fails the test.
+                self._cancel_seen.wait(timeout=30)
         if self.cancelled:
             yield TurnEnd(turn=1, finish_reason="cancelled", text="partial")
 
     def cancel(self):
         self.cancelled = True
+        self._cancel_seen.set()
 
 
 def test_neutralize_shows_control_sequences_instead_of_obeying_them():
