@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import io
 import json
+import signal
 import threading
 
 import pytest
@@ -168,7 +169,13 @@ def test_engine_error_is_exit_1_with_one_line():
 def test_ctrl_c_cancels_keeps_what_was_printed_and_exits_130():
     out = io.StringIO()
     session = ScriptedSession([_start(), *ROUNDS, _end()], interrupt_after=1)
-    code = run_turn(session, "hi", Options(), out, io.StringIO())
+    # A process started with SIGINT ignored (a background CI job) never raises
+    # KeyboardInterrupt; a terminal user's has Python's default handler, so this does too.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = run_turn(session, "hi", Options(), out, io.StringIO())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert session.cancelled
     assert code == EXIT_INTERRUPTED
     assert out.getvalue() == ROUNDS[0].text

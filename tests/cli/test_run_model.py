@@ -93,7 +93,10 @@ def test_ctrl_c_keeps_the_partial_answer_and_exits_130(tmp_path):
     trace = tmp_path / "interrupted.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "specchat", "run", "--max-new-tokens", "400",
                              "--trace", str(trace), "Write a long story about a dragon."],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            # A job started in the background (`.ci/run &`) inherits SIGINT
+                            # ignored; a user's terminal delivers it, so the child gets that.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and '"type": "round"' not in (trace.read_text() if trace.exists() else ""):
         time.sleep(0.2)
