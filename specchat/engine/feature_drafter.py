@@ -21,7 +21,7 @@ import torch
 from specchat.engine.drafters import Proposal
 from specchat.engine.forward import common_prefix
 from specchat.engine.sampling import SamplingSettings
-from specchat.engine.trained_drafter import DraftModel, KVCache, pick_draft_token
+from specchat.engine.trained_drafter import DraftModel, KVCache, draft_run
 
 
 class TargetStates:
@@ -103,23 +103,13 @@ class FeatureDrafter:
         hidden = self._feed(tokens, want_output=True)
         if hidden is None:  # the target's states do not reach the end: nothing to draft from
             return Proposal()
-        fed, real = self.catchup, self._cache.length
-        device = self.model.device
-        ids: list[int] = []
-        ps: list[float] = []
-        dists = []
-        context = list(tokens)
-        for i in range(k):
-            token, p, dist = pick_draft_token(self.model, self.model.head(hidden), context, sampling, generator,
-                                              self.use_lookup)
-            if dist is not None:
-                dists.append(dist)
-            ids.append(token)
-            ps.append(p)
-            context.append(token)
-            if i + 1 < k:
-                # The next pair reads the drafter's own predicted state.
-                hidden = self.model.features(torch.tensor([[token]], device=device), self._cache,
-                                             hidden[None, None])[0, -1]
+        real = self._cache.length
+        proposal = draft_run(self.model, hidden, self.model.head, self._step, tokens, k, sampling, generator,
+                             self.use_lookup, self.catchup)
         self._cache.length = real  # drop the pairs built on predicted states
-        return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=fed)
+        return proposal
+
+    def _step(self, token: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The next pair reads the drafter's own predicted state."""
+        ids = torch.tensor([[token]], device=self.model.device)
+        return self.model.features(ids, self._cache, hidden[None, None])[0, -1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -200,11 +201,11 @@ class DraftModel(nn.Module):
         return self.norm(x)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
-                logits_to_keep: int = 0, target_states: torch.Tensor | None = None) -> torch.Tensor:
+                logits_to_keep: int = 0) -> torch.Tensor:
         """Draft-vocabulary logits [batch, positions, draft_vocab]: all positions when
         logits_to_keep is 0, else the last that many (the output layer is most of a
         step's cost, so a prefill asks for one)."""
-        x = self.features(input_ids, cache, target_states)
+        x = self.features(input_ids, cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self.head(x)
@@ -280,6 +281,29 @@ def pick_draft_token(model: DraftModel, logits: torch.Tensor, context: list[int]
     return token, float(probs[token]), probs
 
 
+def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torch.Tensor], torch.Tensor],
+              advance: Callable[[int, torch.Tensor], torch.Tensor], tokens: list[int], k: int,
+              sampling: SamplingSettings, generator: torch.Generator | None, use_lookup: bool,
+              catchup: int) -> Proposal:
+    """k drafted tokens after `tokens`, one `pick_draft_token` each: `output` is the
+    model's output after the last token, `logits_of` turns an output into draft logits,
+    and `advance(token, output)` feeds a drafted token and returns the next output."""
+    ids: list[int] = []
+    ps: list[float] = []
+    dists = []
+    context = list(tokens)
+    for i in range(k):
+        token, p, dist = pick_draft_token(model, logits_of(output), context, sampling, generator, use_lookup)
+        if dist is not None:
+            dists.append(dist)
+        ids.append(token)
+        ps.append(p)
+        context.append(token)
+        if i + 1 < k:
+            output = advance(token, output)
+    return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=catchup)
+
+
 class TrainedDrafter:
     """The Drafter protocol over a `DraftModel` and its own KV cache, with prompt
     lookup first: where the context's last tokens occurred before, the continuation
@@ -331,23 +355,14 @@ class TrainedDrafter:
         if k <= 0:
             return Proposal()
         logits = self._feed(tokens, want_logits=True)
-        fed = self.catchup
-        ids: list[int] = []
-        ps: list[float] = []
-        dists = []
-        device = self.model.device
-        context = list(tokens)
-        for i in range(k):
-            token, p, dist = pick_draft_token(self.model, logits, context, sampling, generator, self.use_lookup)
-            if dist is not None:
-                dists.append(dist)
-            ids.append(token)
-            ps.append(p)
-            context.append(token)
-            if i + 1 < k:
-                logits = self.model(torch.tensor([[token]], device=device), self._cache, logits_to_keep=1)[0, -1]
-                self._cached.append(token)
-        return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=fed)
+        return draft_run(self.model, logits, lambda out: out, self._step, tokens, k, sampling, generator,
+                         self.use_lookup, self.catchup)
+
+    def _step(self, token: int, _logits: torch.Tensor) -> torch.Tensor:
+        """Feed one drafted token; draft logits after it."""
+        logits = self.model(torch.tensor([[token]], device=self.model.device), self._cache, logits_to_keep=1)[0, -1]
+        self._cached.append(token)
+        return logits
 
 
 def weights_dir(name: str = "smoldraft") -> Path:
