@@ -161,7 +161,7 @@ SeedOpt = Annotated[Optional[int], _opt("--seed", "Seed for sampling.")]
 MaxNewOpt = Annotated[Optional[int], _opt("--max-new-tokens", "Longest answer, in tokens.", _D.max_new_tokens)]
 DeviceOpt = Annotated[Optional[str], _opt("--device", "", _D.device, metavar="|".join(DEVICES))]
 QuantOpt = Annotated[Optional[str], _opt(
-    "--quant", "Weight quantization.", "4bit on CUDA, none on CPU", metavar="|".join(QUANTS))]
+    "--quant", "Weight quantization.", "4bit on CUDA, fp16 on CPU", metavar="|".join(QUANTS))]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 
 

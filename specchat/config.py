@@ -24,7 +24,7 @@ ENV_PREFIX = "SPECCHAT_"
 CONFIG_ENV = "SPECCHAT_CONFIG"  # path of the config file, overriding the user config dir
 
 DEVICES = ("auto", "cuda", "cpu")
-QUANTS = ("4bit", "8bit", "none")
+QUANTS = ("4bit", "8bit", "fp16", "none")
 
 
 class ConfigError(ValueError):
@@ -47,7 +47,7 @@ class RunConfig:
     max_new_tokens: int = 512
     system: str | None = None
     device: str = "auto"
-    quant: str | None = None  # None: the engine's default (4bit on CUDA, none on CPU)
+    quant: str | None = None  # None: the engine's default (4bit on CUDA, fp16 on most CPUs)
     theme: str | None = None
 
     @property

@@ -52,6 +52,18 @@ def _device() -> tuple[str, str]:
 
 
 def _quantization(device: str) -> tuple[bool, str]:
+    """Whether bitsandbytes 4-bit works on `device`, and what loads there by default."""
+    ok, how = _bitsandbytes(device)
+    if device == "cuda":
+        return ok, how + (" (the default there)" if ok else "")
+    from specchat.engine import fp16_linear
+
+    default = "fp16 (weights packed for fbgemm's fp16 GEMM)" if fp16_linear.available() else \
+        "none (this CPU lacks fbgemm's fp16 GEMM)"
+    return ok, how + (" (with --quant 4bit|8bit)" if ok else "") + f"; the CPU default is {default}"
+
+
+def _bitsandbytes(device: str) -> tuple[bool, str]:
     """Quantize one small layer with bitsandbytes on `device` and run it."""
     try:
         import bitsandbytes as bnb
@@ -66,8 +78,7 @@ def _quantization(device: str) -> tuple[bool, str]:
     except Exception as e:  # noqa: BLE001 - any failure means "cannot quantize here"
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         return False, f"no: bitsandbytes {bnb.__version__} failed on {device} ({first})"
-    default = "the default there" if device == "cuda" else "only with --quant 4bit|8bit; the CPU default is none"
-    return True, f"yes: bitsandbytes {bnb.__version__} 4-bit works on {device} ({default})"
+    return True, f"yes: bitsandbytes {bnb.__version__} 4-bit works on {device}"
 
 
 def _read_config(directory: Path) -> dict[str, Any] | None:

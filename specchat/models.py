@@ -22,7 +22,9 @@ from typing import Callable
 
 import torch
 
+from specchat.engine import fp16_linear
 from specchat.engine.drafters import Drafter, ModelDrafter, NgramDrafter, NoDrafter
+from specchat.engine.forward import output_vocab_size
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -162,14 +164,28 @@ def _locate(spec: str, progress: Progress | None) -> tuple[str, str]:
     return spec, spec.rsplit("/", 1)[-1]  # a hub id
 
 
-def _quantization(quant: str | None, device: torch.device):
-    """(transformers quantization config or None, precision label)."""
-    if quant is None:
-        quant = "4bit" if device.type == "cuda" else "none"
+def resolve_quant(quant: str | None, device: torch.device) -> str:
+    """The quantization a load uses: as asked, else 4bit on CUDA, fp16 on a CPU that
+    runs fbgemm's fp16 GEMM (see engine/fp16_linear.py), none elsewhere."""
+    if quant is not None:
+        return quant
+    if device.type == "cuda":
+        return "4bit"
+    return "fp16" if fp16_linear.available() else "none"
+
+
+def _quantization(quant: str, device: torch.device):
+    """(transformers quantization config or None, precision label or None)."""
     if quant == "none":
         return None, None
+    if quant == "fp16":
+        if device.type != "cpu":
+            raise ModelError("--quant fp16 is the CPU path (fbgemm); on CUDA use 4bit, 8bit or none")
+        if not fp16_linear.available():
+            raise ModelError("--quant fp16 needs fbgemm's fp16 GEMM (an x86 CPU with AVX2); use --quant none")
+        return None, "fp16-packed"
     if quant not in ("4bit", "8bit"):
-        raise ModelError(f"unknown quantization {quant!r}: use 4bit, 8bit or none")
+        raise ModelError(f"unknown quantization {quant!r}: use 4bit, 8bit, fp16 or none")
     try:
         from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
@@ -188,7 +204,10 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
 
     _quiet_transformers()
     source, name = _locate(spec, progress)
+    quant = resolve_quant(quant, device)
     qconfig, precision = _quantization(quant, device)
+    if quant == "fp16":
+        dtype = torch.float32  # fp16 GEMM weights, everything else (norms, attention) in fp32
     dtype = dtype or (torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16)
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None)
     if qconfig is not None:
@@ -205,6 +224,8 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
         raise ModelError(f"cannot load {spec}: {_first_line(exc)}") from exc
     if qconfig is None:
         model.to(device)
+    if quant == "fp16":
+        fp16_linear.pack_fp16(model)
     model.eval()
     return LoadedModel(spec=spec, name=name, model=model, tokenizer=tokenizer, device=device,
                        precision=precision or str(dtype).removeprefix("torch."))
@@ -235,12 +256,13 @@ def _load_shipped_drafter(name: str, target: LoadedModel, quant: str | None) -> 
         raise ModelError(f"drafter {name!r} was trained for the {trained_for!r} target, not {target.spec!r}")
     if not (weights_dir(name) / "model.safetensors").is_file():
         raise ModelError(f"drafter {name!r} is missing from this installation ({weights_dir(name)})")
-    # Quantized like a target would be (4-bit by default on CUDA); its own layers are
-    # small, so 8-bit is not worth a second code path and loads unquantized.
-    four_bit = (quant or ("4bit" if target.device.type == "cuda" else "none")) == "4bit"
-    if four_bit:
-        _quantization("4bit", target.device)  # a clear error when bitsandbytes is missing
-    return load_trained_drafter(target, name=name, four_bit=four_bit)
+    # Quantized like a target would be (4-bit by default on CUDA, fp16-packed on most
+    # CPUs); its own layers are small, so 8-bit is not worth a second code path and
+    # loads unquantized.
+    quant = resolve_quant(quant, target.device)
+    quant = quant if quant in ("4bit", "fp16") else "none"
+    _quantization(quant, target.device)  # a clear error when it cannot run here
+    return load_trained_drafter(target, name=name, quant=quant)
 
 
 def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
@@ -259,5 +281,4 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
         drafter_model = _load(spec, target.device, quant, dtype or target.model.dtype,
                               trust_remote_code, progress)
         check_same_vocabulary(target, drafter_model)
-    vocab = target.model.get_output_embeddings().weight.shape[0]
-    return ModelDrafter(drafter_model.model, name=drafter_model.name, vocab_size=vocab)
+    return ModelDrafter(drafter_model.model, name=drafter_model.name, vocab_size=output_vocab_size(target.model))

@@ -9,9 +9,10 @@ second of the next round:
 a_i is the measured probability that drafted position i is accepted given that the
 ones before it were (decayed counts, so it follows the conversation);
 verify_cost(m) is the measured time of a target forward over m tokens; draft_cost
-the measured time per drafted token. Measured, not assumed: on a CPU a verify pass
-of 4 tokens costs about twice a single step, on a GPU almost the same, and the
-same rule does the right thing on both. k = 0 is plain decoding; when the
+the measured time per drafted token. Measured, not assumed: with bf16 weights on a
+CPU a verify pass of 4 tokens costs about twice a single step, with fp16-packed
+weights (the CPU default) or on a GPU almost the same, and the same rule does the
+right thing on all of them. k = 0 is plain decoding; when the
 drafter does not pay the rule settles there, probing a short draft now and then
 (with growing gaps) so it notices when the text becomes predictable again.
 """
@@ -25,7 +26,7 @@ from specchat.engine.events import Round
 _DECAY = 0.97  # per observation; roughly the last ~30 rounds matter
 # The first position's prior is Beta(1, 2): accepted one time in three until measured,
 # so a drafter must earn its drafts (a wasted verify of k tokens costs up to ~2 steps
-# on a CPU). Each later position's prior is centred on the estimate of the one before,
+# on a CPU in bf16). Each later position's prior is centred on the estimate of the one before,
 # so a drafter that is right at position i gets to try position i + 1.
 _PRIOR_FIRST = 1.0 / 3.0
 _PRIOR_STRENGTH = 3.0

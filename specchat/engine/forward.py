@@ -11,6 +11,14 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 
+def output_vocab_size(model: PreTrainedModel) -> int:
+    """Rows of the model's logits (may exceed the tokenizer's vocabulary: padding).
+    Read from the output layer's shape, which every kind of layer here states
+    (nn.Linear, bitsandbytes, fp16-packed) without reading its weights."""
+    head = model.get_output_embeddings()
+    return getattr(head, "out_features", None) or model.config.vocab_size
+
+
 def new_cache(model: PreTrainedModel) -> DynamicCache:
     return DynamicCache(config=model.config)
 

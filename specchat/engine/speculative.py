@@ -28,7 +28,7 @@ from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.drafters import Drafter
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.events import DraftedToken, EmittedToken, FinishReason, Round
-from specchat.engine.forward import StateTap, crop, forward_logits
+from specchat.engine.forward import StateTap, crop, forward_logits, output_vocab_size
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
 
 
@@ -71,8 +71,7 @@ class SpeculativeDecoder:
         self.model, self.cache, self.cached, self.drafter = model, cache, cached, drafter
         self.decoder, self.sampling, self.policy, self.rules = decoder, sampling, policy, rules
         self.generator, self.cancel = generator, cancel
-        self.vocab_size = model.get_output_embeddings().weight.shape[0] \
-            if model.get_output_embeddings() is not None else model.config.vocab_size
+        self.vocab_size = output_vocab_size(model)
 
     def run(self, state: DecodeState, turn: int) -> Iterator[Round]:
         """Yield one Round per speculation round until a stop rule or cancel fires.

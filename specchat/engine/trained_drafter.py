@@ -23,6 +23,7 @@ from torch import nn
 
 from specchat.engine.drafters import Proposal, find_continuation
 from specchat.engine.forward import common_prefix
+from specchat.engine.fp16_linear import pack_fp16, replace_linears
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, sample
 
 
@@ -376,33 +377,40 @@ def quantize_4bit(model: DraftModel, device) -> DraftModel:
     weights are quantized when they move to `device`."""
     import bitsandbytes as bnb
 
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                quantized = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False,
-                                              compute_dtype=model.compute_dtype, quant_type="nf4")
-                quantized.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, quant_type="nf4")
-                setattr(parent, name, quantized)
-    return model.to(device)
+    def nf4(linear: nn.Linear) -> nn.Module:
+        quantized = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=False,
+                                      compute_dtype=model.compute_dtype, quant_type="nf4")
+        quantized.weight = bnb.nn.Params4bit(linear.weight.data, requires_grad=False, quant_type="nf4")
+        return quantized
+
+    return replace_linears(model, nf4).to(device)
 
 
 def load_trained_drafter(target, directory: Path | None = None, *, name: str = "smoldraft",
-                         dtype: torch.dtype | None = None, four_bit: bool = False):
+                         dtype: torch.dtype | None = None, quant: str = "none"):
     """A shipped drafter for a loaded target (`specchat.models.LoadedModel`).
 
     dtype defaults to float32 on the CPU (no bf16 matrix units on most CPUs, and the
-    drafter is small) and to the target's compute dtype on CUDA; four_bit quantizes
-    its linear layers to NF4 (computing in that dtype).
+    drafter is small) and to the target's compute dtype on CUDA. quant "4bit"
+    quantizes its linear layers to NF4 (computing in that dtype); "fp16" packs them
+    for fbgemm's fp16 GEMM on the CPU (computing in float32), as the target is.
     """
     directory = directory or weights_dir(name)
+    if quant == "fp16":
+        dtype = torch.float32
     if dtype is None:
         cuda_bf16 = target.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        dtype = torch.float32 if target.device.type == "cpu" and not four_bit else \
+        dtype = torch.float32 if target.device.type == "cpu" and quant != "4bit" else \
             torch.bfloat16 if cuda_bf16 or target.device.type == "cpu" else torch.float16
     # The target's table is shared as it is (rows are cast after lookup), not copied.
     embed = target.model.get_input_embeddings().weight.detach()
     model = DraftModel.load(directory, embed, dtype)
-    model = quantize_4bit(model, target.device) if four_bit else model.to(target.device)
+    if quant == "4bit":
+        model = quantize_4bit(model, target.device)
+    else:
+        model = model.to(target.device)
+        if quant == "fp16":
+            pack_fp16(model)
     if model.cfg.reads_target_states:
         from specchat.engine.feature_drafter import FeatureDrafter  # it builds on this module
         return FeatureDrafter(model, name=name)

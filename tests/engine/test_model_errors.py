@@ -76,7 +76,7 @@ def test_cuda_asked_for_but_absent():
 
 def test_unknown_quantization_and_device():
     assert _message(resolve_device, "tpu") == "unknown device 'tpu': use auto, cuda or cpu"
-    assert _message(models._quantization, "3bit", torch.device("cpu")) == "unknown quantization '3bit': use 4bit, 8bit or none"
+    assert _message(models._quantization, "3bit", torch.device("cpu")) == "unknown quantization '3bit': use 4bit, 8bit, fp16 or none"
 
 
 def test_half_written_conversion_is_rebuilt_not_loaded(tmp_path, monkeypatch):
