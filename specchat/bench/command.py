@@ -43,7 +43,7 @@ def run(config: RunConfig, prompts: list[BenchPrompt], source: str, *, peers: st
     target, drafter = load(config)
     settings = GenerationSettings(k=config.k, temperature=config.temperature, top_p=config.top_p,
                                   top_k=config.top_k, seed=config.seed, max_new_tokens=config.max_new_tokens)
-    peer_list = hf_peers(drafter, config.k) if peers == "hf" else []
+    peer_list = hf_peers(drafter, config.k, target.model) if peers == "hf" else []
     err_console = Console(file=err)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=not err_console.is_terminal) as progress:

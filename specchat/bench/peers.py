@@ -2,7 +2,8 @@
 
 `hf_generate` is plain autoregressive decoding; `hf_assisted` is transformers'
 assisted generation with the same drafter (`assistant_model=` for a draft model,
-`prompt_lookup_num_tokens=` for n-gram lookup). They are what specchat must beat.
+specchat's trained drafter included through `hf_drafter`, `prompt_lookup_num_tokens=`
+for n-gram lookup). They are what specchat must beat.
 
 Timing matches the engine's: generate() does its prefill and first token in one
 forward, so the clock starts when the first new token reaches the streamer, and
@@ -19,8 +20,10 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from specchat.bench.hf_drafter import as_transformers_model
 from specchat.bench.measure import Measurement
 from specchat.bench.prompts import BenchPrompt
+from specchat.engine.trained_drafter import DraftModel
 
 # transformers' documented starting point for prompt lookup, used when k is adaptive.
 PROMPT_LOOKUP_TOKENS = 10
@@ -33,13 +36,20 @@ class Peer:
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra generate() arguments
 
 
-def hf_peers(drafter, k: int | None) -> list[Peer]:
+def hf_peers(drafter, k: int | None, target_model) -> list[Peer]:
     peers = [Peer("hf_generate", "transformers generate()")]
-    # Only a transformers model can be generate()'s assistant; specchat's own trained
-    # drafter (reduced vocabulary, own cache) has no transformers counterpart.
-    if drafter.kind == "model" and isinstance(getattr(drafter, "model", None), PreTrainedModel):
+    model = getattr(drafter, "model", None)
+    if drafter.kind == "model" and isinstance(model, PreTrainedModel):
         peers.append(Peer("hf_assisted", f"transformers assisted ({drafter.name})",
-                          {"assistant_model": drafter.model}))
+                          {"assistant_model": model}))
+    elif drafter.kind == "model" and isinstance(model, DraftModel) and not model.cfg.reads_target_states:
+        # specchat's own trained drafter, as a transformers model around the same layers
+        assistant = as_transformers_model(model, target_model)
+        if k is not None:  # a fixed k: the same draft length, not transformers' schedule
+            assistant.generation_config.num_assistant_tokens = k
+            assistant.generation_config.num_assistant_tokens_schedule = "constant"
+        peers.append(Peer("hf_assisted", f"transformers assisted ({drafter.name}, no lookup)",
+                          {"assistant_model": assistant}))
     elif drafter.kind == "ngram":
         n = k or PROMPT_LOOKUP_TOKENS
         peers.append(Peer("hf_assisted", f"transformers prompt lookup ({n})",
