@@ -23,7 +23,7 @@ if os.environ.get("SPECCHAT_TEST_THREADS"):
 def embedded():
     from specchat.models import load_target
 
-    return load_target("embedded", device="cpu", dtype=torch.float32)
+    return load_target("embedded", device="cpu", quant="none", dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")

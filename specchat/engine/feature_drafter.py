@@ -109,7 +109,9 @@ class FeatureDrafter:
         self._cache.length = real  # drop the pairs built on predicted states
         return proposal
 
-    def _step(self, token: int, hidden: torch.Tensor) -> torch.Tensor:
-        """The next pair reads the drafter's own predicted state."""
-        ids = torch.tensor([[token]], device=self.model.device)
-        return self.model.features(ids, self._cache, hidden[None, None])[0, -1]
+    def _step(self, drafted: list[int], hidden: torch.Tensor) -> torch.Tensor:
+        """Each next pair reads the drafter's own predicted state: one pass a token."""
+        for token in drafted:
+            ids = torch.tensor([[token]], device=self.model.device)
+            hidden = self.model.features(ids, self._cache, hidden[None, None])[0, -1]
+        return hidden

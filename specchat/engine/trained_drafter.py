@@ -258,16 +258,16 @@ def lookup(tokens: list[int], max_n: int = 3, min_n: int = 2, window: int = 2048
     return follow[0] if follow else None
 
 
-def pick_draft_token(model: DraftModel, logits: torch.Tensor, context: list[int], sampling: SamplingSettings,
-                     generator: torch.Generator | None, use_lookup: bool) -> tuple[int, float, torch.Tensor | None]:
+def pick_draft_token(model: DraftModel, logits: torch.Tensor | None, context: list[int], sampling: SamplingSettings,
+                     generator: torch.Generator | None, copied: int | None) -> tuple[int, float, torch.Tensor | None]:
     """One drafted token after `context`: (target id, drafter probability, its
     full-vocabulary distribution when sampling). A continuation copied from the
-    context comes first (see `lookup`); elsewhere the model's draft-vocabulary logits."""
-    copied = lookup(context) if use_lookup else None
+    context (`copied`, see `lookup`) comes first; elsewhere the model's
+    draft-vocabulary logits."""
     if copied is not None:
         # A copied token is a deterministic proposal: p = 1, a one-hot distribution.
         dist = None if sampling.greedy else F.one_hot(
-            torch.tensor(copied, device=logits.device), model.cfg.target_vocab).float()
+            torch.tensor(copied, device=model.device), model.cfg.target_vocab).float()
         return copied, 1.0, dist
     if sampling.greedy:
         # Greedy needs no full-vocabulary tensor: argmax and p in the subset.
@@ -283,25 +283,33 @@ def pick_draft_token(model: DraftModel, logits: torch.Tensor, context: list[int]
 
 
 def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torch.Tensor], torch.Tensor],
-              advance: Callable[[int, torch.Tensor], torch.Tensor], tokens: list[int], k: int,
+              advance: Callable[[list[int], torch.Tensor], torch.Tensor], tokens: list[int], k: int,
               sampling: SamplingSettings, generator: torch.Generator | None, use_lookup: bool,
               catchup: int) -> Proposal:
     """k drafted tokens after `tokens`, one `pick_draft_token` each: `output` is the
     model's output after the last token, `logits_of` turns an output into draft logits,
-    and `advance(token, output)` feeds a drafted token and returns the next output."""
+    and `advance(drafted, output)` feeds drafted tokens in order and returns the output
+    after the last. A token copied by lookup needs no model output, so feeding drafted
+    tokens waits until the model is asked again (then they go in together), and a run
+    that ends in copies leaves them to the next round's catch-up: copying a long
+    passage costs one model pass, not one per token."""
     ids: list[int] = []
     ps: list[float] = []
     dists = []
     context = list(tokens)
-    for i in range(k):
-        token, p, dist = pick_draft_token(model, logits_of(output), context, sampling, generator, use_lookup)
+    unfed: list[int] = []  # drafted tokens the model has not seen yet
+    for _ in range(k):
+        copied = lookup(context) if use_lookup else None
+        if copied is None and unfed:
+            output, unfed = advance(unfed, output), []
+        token, p, dist = pick_draft_token(model, None if copied is not None else logits_of(output),
+                                          context, sampling, generator, copied)
         if dist is not None:
             dists.append(dist)
         ids.append(token)
         ps.append(p)
         context.append(token)
-        if i + 1 < k:
-            output = advance(token, output)
+        unfed.append(token)
     return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=catchup)
 
 
@@ -359,10 +367,10 @@ class TrainedDrafter:
         return draft_run(self.model, logits, lambda out: out, self._step, tokens, k, sampling, generator,
                          self.use_lookup, self.catchup)
 
-    def _step(self, token: int, _logits: torch.Tensor) -> torch.Tensor:
-        """Feed one drafted token; draft logits after it."""
-        logits = self.model(torch.tensor([[token]], device=self.model.device), self._cache, logits_to_keep=1)[0, -1]
-        self._cached.append(token)
+    def _step(self, drafted: list[int], _logits: torch.Tensor) -> torch.Tensor:
+        """Feed drafted tokens (one pass); draft logits after the last."""
+        logits = self.model(torch.tensor([drafted], device=self.model.device), self._cache, logits_to_keep=1)[0, -1]
+        self._cached.extend(drafted)
         return logits
 
 
