@@ -14,16 +14,15 @@ from typing import Callable
 
 import torch
 
+from specchat.distill.batching import length_groups
+
 
 @torch.no_grad()
 def hidden_states(model, sequences: list[list[int]], tokens_per_batch: int = 4096) -> list[torch.Tensor]:
     """[len(seq), hidden] final-normed hidden states for each sequence (fp16, CPU)."""
     decoder = model.get_decoder()
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out: list[torch.Tensor | None] = [None] * len(sequences)
-    group: list[int] = []
-
-    def flush() -> None:
+    for group in length_groups(list(range(len(sequences))), lambda i: len(sequences[i]), tokens_per_batch):
         width = max(len(sequences[i]) for i in group)
         ids = torch.zeros(len(group), width, dtype=torch.long)
         mask = torch.zeros(len(group), width, dtype=torch.long)
@@ -35,14 +34,6 @@ def hidden_states(model, sequences: list[list[int]], tokens_per_batch: int = 409
                          use_cache=False).last_hidden_state
         for row, i in enumerate(group):
             out[i] = states[row, : len(sequences[i])].to(torch.float16).cpu()
-        group.clear()
-
-    for i in order:
-        if group and len(sequences[i]) * (len(group) + 1) > tokens_per_batch:
-            flush()
-        group.append(i)
-    if group:
-        flush()
     return out  # type: ignore[return-value]
 
 

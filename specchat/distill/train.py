@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from specchat.distill.batching import length_groups
 from specchat.engine.trained_drafter import DraftConfig, DraftModel, lookup
 
 
@@ -103,15 +104,7 @@ def make_example(rec: dict, table: torch.Tensor, states: torch.Tensor | None = N
 
 def batches(examples: list[Example], tokens_per_batch: int, rng: random.Random) -> list[list[Example]]:
     """Length-sorted groups (little padding), in a shuffled order."""
-    order = sorted(examples, key=lambda e: len(e.inputs))
-    groups, current = [], []
-    for ex in order:
-        if current and len(ex.inputs) * (len(current) + 1) > tokens_per_batch:
-            groups.append(current)
-            current = []
-        current.append(ex)
-    if current:
-        groups.append(current)
+    groups = length_groups(examples, lambda e: len(e.inputs), tokens_per_batch)
     rng.shuffle(groups)
     return groups
 
@@ -232,6 +225,29 @@ def _save_checkpoint(path: Path, model, opt, step: int, n_examples: int, s: Trai
     tmp.replace(path)  # a checkpoint is either whole or the previous one
 
 
+@dataclass
+class RoundTally:
+    """Greedy rounds along a held-out answer: each drafts k (the engine drafts k
+    whatever follows), accepts the agreeing run n and adds one target token (fewer at
+    the answer's end)."""
+    k: int
+    drafted: int = 0
+    accepted: int = 0
+    rounds: int = 0
+    tokens: int = 0
+
+    def round(self, n: int, remaining: int) -> int:
+        """Count a round that accepted n drafts; return the tokens it moved on by."""
+        step = min(n + 1, remaining)
+        self.drafted, self.accepted, self.rounds, self.tokens = \
+            self.drafted + self.k, self.accepted + n, self.rounds + 1, self.tokens + step
+        return step
+
+    def figures(self) -> dict:
+        return {f"acceptance_k{self.k}": self.accepted / max(self.drafted, 1),
+                f"tokens_per_round_k{self.k}": self.tokens / max(self.rounds, 1)}
+
+
 @torch.no_grad()
 def evaluate(model: DraftModel, records: list[dict], table: torch.Tensor, k: int = 4,
              use_lookup: bool = False) -> dict:
@@ -243,7 +259,8 @@ def evaluate(model: DraftModel, records: list[dict], table: torch.Tensor, k: int
     one target token. (Numerics of a bf16 target may pick other ties; that is all.)
     """
     model.eval()
-    drafted = accepted = rounds = tokens = agree_total = positions = 0
+    tally = RoundTally(k)
+    agree_total = positions = 0
     for rec in records:
         ex = make_example(rec, table)
         logits = model(torch.tensor([ex.inputs]))[0, ex.start:ex.start + len(ex.hard)]
@@ -260,14 +277,8 @@ def evaluate(model: DraftModel, records: list[dict], table: torch.Tensor, k: int
             n = 0
             while n < k and i + n < len(agree) and agree[i + n]:
                 n += 1
-            # The engine drafts k whatever follows, so every round counts k drafted.
-            drafted, accepted, rounds = drafted + k, accepted + n, rounds + 1
-            step = min(n + 1, len(agree) - i)
-            tokens += step
-            i += step
-    return {"token_agreement": agree_total / max(positions, 1),
-            f"acceptance_k{k}": accepted / max(drafted, 1),
-            f"tokens_per_round_k{k}": tokens / max(rounds, 1), "answers": len(records)}
+            i += tally.round(n, len(agree) - i)
+    return {"token_agreement": agree_total / max(positions, 1), **tally.figures(), "answers": len(records)}
 
 
 @torch.no_grad()
@@ -283,7 +294,8 @@ def evaluate_state_drafter(model: DraftModel, records: list[dict], states: list[
 
     model.eval()
     greedy = SamplingSettings(temperature=0.0)
-    drafted = accepted = rounds = tokens = first = agree = positions = 0
+    tally = RoundTally(k)
+    first = agree = positions = 0
     for rec, rec_states in zip(records, states):
         drafter = FeatureDrafter(model, "eval", use_lookup=use_lookup)
         seq, p, labels = rec["prompt"] + rec["answer"], len(rec["prompt"]), rec["labels"]
@@ -300,11 +312,8 @@ def evaluate_state_drafter(model: DraftModel, records: list[dict], states: list[
             while n < len(proposal.ids) and j + n < len(labels) and proposal.ids[n] == labels[j + n]:
                 n += 1
             first += n > 0
-            drafted, accepted, rounds = drafted + k, accepted + n, rounds + 1
-            step = min(n + 1, len(labels) - j)
+            step = tally.round(n, len(labels) - j)
             drafter.take_target_states(p + j - 1, rec_states[p + j - 1:p + j - 1 + step])
-            tokens += step
             j += step
-    return {"token_agreement": agree / max(positions, 1), "round_first_agreement": first / max(rounds, 1),
-            f"acceptance_k{k}": accepted / max(drafted, 1),
-            f"tokens_per_round_k{k}": tokens / max(rounds, 1), "answers": len(records)}
+    return {"token_agreement": agree / max(positions, 1), "round_first_agreement": first / max(tally.rounds, 1),
+            **tally.figures(), "answers": len(records)}
