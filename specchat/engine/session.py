@@ -23,9 +23,9 @@ from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.drafters import Drafter
 from specchat.engine.events import Event, Notice, TurnEnd, TurnStart, Totals
-from specchat.engine.forward import StateTap, new_cache, sync_cache
+from specchat.engine.forward import new_cache
 from specchat.engine.sampling import SamplingSettings
-from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, clock
+from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, clock, prefill
 
 # End-of-turn markers of common chat templates; whichever exist in the vocabulary stop a turn.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
@@ -216,14 +216,8 @@ class ChatSession:
         """Bring both caches up to the prompt, reusing what earlier turns left."""
         model = self.target.model
         t0 = clock(model.device)
-        # sync_cache keeps the longest common prefix and feeds the rest: what it kept was reused.
-        reads_states = getattr(self.drafter, "reads_target_states", False)
-        with StateTap(model, enabled=reads_states) as tap:
-            _, fed = sync_cache(model, self._cache, self._cached, prompt[:-1], keep=0)
+        fed = prefill(model, self._cache, self._cached, self.drafter, prompt)
         reused = len(prompt) - 1 - fed
-        if reads_states and fed:
-            self.drafter.take_target_states(reused, tap.states())
-        self.drafter.prefill(prompt)
         s = self.settings
         return TurnStart(turn=turn, target=self.target.name, drafter=self.drafter.name,
                          device=str(model.device), k=self._policy_for_turn().label(),

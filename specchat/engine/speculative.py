@@ -28,7 +28,7 @@ from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.drafters import Drafter
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.events import DraftedToken, EmittedToken, FinishReason, Round
-from specchat.engine.forward import StateTap, crop, forward_logits, output_vocab_size
+from specchat.engine.forward import StateTap, crop, forward_logits, output_vocab_size, sync_cache
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
 
 
@@ -37,6 +37,21 @@ def clock(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def prefill(model: PreTrainedModel, cache: DynamicCache, cached: list[int], drafter: Drafter,
+            prompt: list[int]) -> int:
+    """Bring the target's cache to prompt[:-1] (keeping the longest common prefix with
+    what it holds, `cached`) and the drafter up to the prompt; a drafter that reads
+    the target's states gets those of the positions fed. Returns how many tokens the
+    target was fed (the rest were reused)."""
+    reads_states = getattr(drafter, "reads_target_states", False)
+    with StateTap(model, enabled=reads_states) as tap:
+        _, fed = sync_cache(model, cache, cached, prompt[:-1], keep=0)
+    if reads_states and fed:
+        drafter.take_target_states(len(prompt) - 1 - fed, tap.states())
+    drafter.prefill(prompt)
+    return fed
 
 
 @dataclass

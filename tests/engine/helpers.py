@@ -11,9 +11,9 @@ from transformers import PreTrainedTokenizerFast
 
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import FixedK
-from specchat.engine.forward import StateTap, new_cache, sync_cache
+from specchat.engine.forward import new_cache
 from specchat.engine.sampling import SamplingSettings
-from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules
+from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, prefill
 
 
 def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -34,12 +34,7 @@ def decode_once(model, tokenizer, drafter, prompt: list[int], *, k: int, new_tok
     """Run the speculative loop on a bare prompt (no chat template)."""
     cache, cached = new_cache(model), []
     drafter.reset()
-    reads_states = getattr(drafter, "reads_target_states", False)
-    with StateTap(model, enabled=reads_states) as tap:
-        sync_cache(model, cache, cached, prompt[:-1], keep=0)
-    if reads_states:
-        drafter.take_target_states(0, tap.states())
-    drafter.prefill(prompt)
+    prefill(model, cache, cached, drafter, prompt)
     decoder = SpeculativeDecoder(model, cache, cached, drafter, IncrementalDecoder(tokenizer), sampling,
                                  FixedK(k), StopRules(eos_ids=eos_ids, max_new_tokens=new_tokens),
                                  generator, threading.Event())
