@@ -248,6 +248,16 @@ def check_same_vocabulary(target: LoadedModel, drafter: LoadedModel) -> None:
 SHIPPED_DRAFTERS = {"smoldraft": "embedded"}
 
 
+def trained_drafter_quant(quant: str | None, device: torch.device) -> str:
+    """How a trained drafter loads: quantized like a target would be (4-bit by default
+    on CUDA, fp16-packed on most CPUs); its own layers are small, so 8-bit is not
+    worth a second code path and loads unquantized."""
+    quant = resolve_quant(quant, device)
+    quant = quant if quant in ("4bit", "fp16") else "none"
+    _quantization(quant, device)  # a clear error when it cannot run here
+    return quant
+
+
 def _load_shipped_drafter(name: str, target: LoadedModel, quant: str | None) -> Drafter:
     from specchat.engine.trained_drafter import load_trained_drafter, weights_dir
 
@@ -256,13 +266,7 @@ def _load_shipped_drafter(name: str, target: LoadedModel, quant: str | None) -> 
         raise ModelError(f"drafter {name!r} was trained for the {trained_for!r} target, not {target.spec!r}")
     if not (weights_dir(name) / "model.safetensors").is_file():
         raise ModelError(f"drafter {name!r} is missing from this installation ({weights_dir(name)})")
-    # Quantized like a target would be (4-bit by default on CUDA, fp16-packed on most
-    # CPUs); its own layers are small, so 8-bit is not worth a second code path and
-    # loads unquantized.
-    quant = resolve_quant(quant, target.device)
-    quant = quant if quant in ("4bit", "fp16") else "none"
-    _quantization(quant, target.device)  # a clear error when it cannot run here
-    return load_trained_drafter(target, name=name, quant=quant)
+    return load_trained_drafter(target, name=name, quant=trained_drafter_quant(quant, target.device))
 
 
 def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,

@@ -29,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     from specchat.bench.runner import run_bench
     from specchat.engine.session import GenerationSettings
     from specchat.engine.trained_drafter import load_trained_drafter
-    from specchat.models import load_target
+    from specchat.models import load_target, trained_drafter_quant
 
     if args.threads:
         torch.set_num_threads(args.threads)
     target = load_target("embedded", device="cpu")
-    drafter = load_trained_drafter(target, args.weights)
+    # Loaded as `specchat bench` would load the shipped drafter (fp16-packed on most CPUs).
+    drafter = load_trained_drafter(target, args.weights, quant=trained_drafter_quant(None, target.device))
     prompts = select(builtin_prompts(), categories=args.categories.split(",") if args.categories else None,
                      limit=args.limit)
     k = None if args.k == "auto" else int(args.k)
