@@ -258,12 +258,11 @@ def lookup(tokens: list[int], max_n: int = 3, min_n: int = 2, window: int = 2048
     return follow[0] if follow else None
 
 
-def pick_draft_token(model: DraftModel, logits: torch.Tensor | None, context: list[int], sampling: SamplingSettings,
+def pick_draft_token(model: DraftModel, logits: torch.Tensor | None, sampling: SamplingSettings,
                      generator: torch.Generator | None, copied: int | None) -> tuple[int, float, torch.Tensor | None]:
-    """One drafted token after `context`: (target id, drafter probability, its
-    full-vocabulary distribution when sampling). A continuation copied from the
-    context (`copied`, see `lookup`) comes first; elsewhere the model's
-    draft-vocabulary logits."""
+    """One drafted token: (target id, drafter probability, its full-vocabulary
+    distribution when sampling). A continuation copied from the context (`copied`,
+    see `lookup`) comes first; elsewhere the model's draft-vocabulary logits."""
     if copied is not None:
         # A copied token is a deterministic proposal: p = 1, a one-hot distribution.
         dist = None if sampling.greedy else F.one_hot(
@@ -303,7 +302,7 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
         if copied is None and unfed:
             output, unfed = advance(unfed, output), []
         token, p, dist = pick_draft_token(model, None if copied is not None else logits_of(output),
-                                          context, sampling, generator, copied)
+                                          sampling, generator, copied)
         if dist is not None:
             dists.append(dist)
         ids.append(token)
