@@ -154,6 +154,9 @@ DrafterOpt = Annotated[Optional[str], _opt(
     "--drafter", "Drafter: ngram, none, or a model spec with the target's vocabulary.",
     f"{default_drafter('embedded')} for the embedded target")]
 KOpt = Annotated[Optional[str], _opt("--k", "Draft length, or auto (adaptive).", _D.k_label, metavar="N|auto")]
+AlternativesOpt = Annotated[Optional[str], _opt(
+    "--alternatives", "Other candidates verified beside each drafted run (greedy only); auto: as many as "
+    "keep the verify pass at about one step's cost on this device.", _D.alternatives_label, metavar="N|auto")]
 TemperatureOpt = Annotated[Optional[float], _opt("--temperature", "0 = greedy.", _D.temperature)]
 TopPOpt = Annotated[Optional[float], _opt("--top-p", "Nucleus sampling mass.", _D.top_p)]
 TopKOpt = Annotated[Optional[int], _opt("--top-k", "0 = off.", _D.top_k)]
@@ -179,7 +182,8 @@ class Peers(str, Enum):
 def _settings(config: RunConfig):
     from specchat.engine.session import GenerationSettings
 
-    return GenerationSettings(k=config.k, temperature=config.temperature, top_p=config.top_p,
+    return GenerationSettings(k=config.k, alternatives=config.alternatives, temperature=config.temperature,
+                              top_p=config.top_p,
                               top_k=config.top_k, seed=config.seed, max_new_tokens=config.max_new_tokens)
 
 
@@ -234,6 +238,7 @@ def run(
     target: TargetOpt = None,
     drafter: DrafterOpt = None,
     k: KOpt = None,
+    alternatives: AlternativesOpt = None,
     temperature: TemperatureOpt = None,
     top_p: TopPOpt = None,
     top_k: TopKOpt = None,
@@ -257,7 +262,8 @@ def run(
 ) -> None:
     """Chat: the TUI, or one answer on stdout when given a prompt or piped input."""
     with _errors(debug):
-        config = resolve(dict(target=target, drafter=drafter, k=k, temperature=temperature, top_p=top_p,
+        config = resolve(dict(target=target, drafter=drafter, k=k, alternatives=alternatives,
+                              temperature=temperature, top_p=top_p,
                               top_k=top_k, seed=seed, max_new_tokens=max_new_tokens, system=system,
                               device=device, quant=quant, theme=theme))
         if prompt is None and _stdin_is_tty():
@@ -325,6 +331,7 @@ def bench(
     target: TargetOpt = None,
     drafter: DrafterOpt = None,
     k: KOpt = None,
+    alternatives: AlternativesOpt = None,
     temperature: Annotated[Optional[float], _opt("--temperature", "0 = greedy.", 0.0)] = None,
     top_p: TopPOpt = None,
     top_k: TopKOpt = None,
@@ -351,7 +358,8 @@ def bench(
     from specchat.bench import command
 
     with _errors(debug):
-        config = resolve(dict(target=target, drafter=drafter, k=k, temperature=temperature, top_p=top_p,
+        config = resolve(dict(target=target, drafter=drafter, k=k, alternatives=alternatives,
+                              temperature=temperature, top_p=top_p,
                               top_k=top_k, seed=seed, max_new_tokens=max_new_tokens, device=device,
                               quant=quant), defaults=command.BENCH_DEFAULTS, cli_only=command.COMMAND_LINE_ONLY)
         try:

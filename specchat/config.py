@@ -40,6 +40,7 @@ class RunConfig:
     target: str = "embedded"
     drafter: str | None = None  # None: default_drafter(target), filled in by resolve()
     k: int | None = None  # None = adaptive ("auto"); 0 = never draft
+    alternatives: int | None = None  # None = "auto" (see engine/alternatives.py); 0 = none
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
@@ -53,6 +54,10 @@ class RunConfig:
     @property
     def k_label(self) -> str:
         return "auto" if self.k is None else str(self.k)
+
+    @property
+    def alternatives_label(self) -> str:
+        return "auto" if self.alternatives is None else str(self.alternatives)
 
 
 # --- parsing: each takes a raw value (str from env, any TOML type, or a CLI value) ---
@@ -90,16 +95,19 @@ def _float(v: Any) -> float:
     raise ValueError(f"expected a number, got {v!r}")
 
 
-def _k(v: Any) -> int | None:
-    if isinstance(v, str) and v.strip().lower() == "auto":
-        return None
-    try:
-        k = _int(v)
-    except ValueError:
-        raise ValueError(f"expected 'auto' or a draft length >= 0, got {v!r}") from None
-    if k < 0:
-        raise ValueError(f"draft length must be >= 0, got {k}")
-    return k
+def _auto_or_count(what: str) -> Callable[[Any], int | None]:
+    def check(v: Any) -> int | None:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return None
+        try:
+            n = _int(v)
+        except ValueError:
+            raise ValueError(f"expected 'auto' or a {what} >= 0, got {v!r}") from None
+        if n < 0:
+            raise ValueError(f"{what} must be >= 0, got {n}")
+        return n
+
+    return check
 
 
 def _at_least(minimum: float, parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -144,7 +152,8 @@ def _text(v: Any) -> str | None:
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "target": _nonempty_str,
     "drafter": _nonempty_str,
-    "k": _k,
+    "k": _auto_or_count("draft length"),
+    "alternatives": _auto_or_count("number of alternatives"),
     "temperature": _at_least(0.0, _float),
     "top_p": _top_p,
     "top_k": _at_least(0, _int),

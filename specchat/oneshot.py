@@ -155,6 +155,8 @@ def result_json(start: TurnStart | None, end: TurnEnd) -> dict[str, Any]:
             "acceptance_rate": totals.acceptance_rate,
             "mean_tokens_per_round": totals.mean_tokens_per_round,
             "tokens_per_s": totals.tokens_per_s,
+            "alternatives": totals.alternatives,
+            "alternatives_accepted": totals.alternatives_accepted,
         },
     }
     if end.error:
@@ -171,6 +173,8 @@ def stats_line(start: TurnStart | None, end: TurnEnd) -> str:
         f"acceptance {rate}",
         f"{t.mean_tokens_per_round:.2f} tokens/round",
     ]
+    if t.alternatives:
+        parts.append(f"{t.alternatives_accepted}/{t.alternatives} alternatives accepted")
     if start is not None:
         parts += [start.device, f"target {start.target}", f"drafter {start.drafter}"]
     if end.finish_reason not in ("eos", "stop"):

@@ -41,7 +41,8 @@ def run(config: RunConfig, prompts: list[BenchPrompt], source: str, *, peers: st
     from specchat.engine.session import GenerationSettings
 
     target, drafter = load(config)
-    settings = GenerationSettings(k=config.k, temperature=config.temperature, top_p=config.top_p,
+    settings = GenerationSettings(k=config.k, alternatives=config.alternatives, temperature=config.temperature,
+                                  top_p=config.top_p,
                                   top_k=config.top_k, seed=config.seed, max_new_tokens=config.max_new_tokens)
     peer_list = hf_peers(drafter, config.k, target.model) if peers == "hf" else []
     err_console = Console(file=err)
@@ -52,7 +53,8 @@ def run(config: RunConfig, prompts: list[BenchPrompt], source: str, *, peers: st
                             on_step=lambda label: progress.update(task, advance=1, description=label))
     report = build_report(results, {
         "target": target.name, "drafter": drafter.name, "device": str(target.device),
-        "precision": target.precision, "k": config.k_label, "temperature": config.temperature,
+        "precision": target.precision, "k": config.k_label, "alternatives": config.alternatives_label,
+        "temperature": config.temperature,
         "top_p": config.top_p, "top_k": config.top_k, "seed": config.seed,
         "max_new_tokens": config.max_new_tokens, "prompts": source, "n_prompts": len(prompts),
         "order": "baseline and speculation alternate per prompt, after a warm-up",

@@ -25,6 +25,8 @@ class Measurement:
     rounds: int = 0
     drafted: int = 0
     accepted: int = 0
+    alternatives: int = 0  # verified beside the drafted runs
+    alternatives_accepted: int = 0
     # Per draft position i: rounds that drafted a token at i, and how many of those accepted it.
     position_drafted: list[int] = field(default_factory=list)
     position_accepted: list[int] = field(default_factory=list)
@@ -35,12 +37,13 @@ class Measurement:
         return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def add_round(self, r: Round) -> None:
-        for i, t in enumerate(r.drafted):
+        # Position i counts as accepted when its draft or an alternative there was.
+        for i in range(len(r.drafted)):
             while len(self.position_drafted) <= i:
                 self.position_drafted.append(0)
                 self.position_accepted.append(0)
             self.position_drafted[i] += 1
-            self.position_accepted[i] += int(t.accepted)
+            self.position_accepted[i] += int(i < r.n_accepted)
 
     def add_turn(self, end: TurnEnd) -> None:
         t = end.totals
@@ -49,6 +52,8 @@ class Measurement:
         self.rounds += t.rounds
         self.drafted += t.drafted
         self.accepted += t.accepted
+        self.alternatives += t.alternatives
+        self.alternatives_accepted += t.alternatives_accepted
         self.texts.append(end.text)
 
 

@@ -7,7 +7,10 @@ How each figure is averaged (also written into the JSON's "settings"):
 - speedup: for each prompt, speculative tokens/s ÷ baseline tokens/s; the group's
   speedup is the geometric mean of those ratios, so every prompt counts once and a
   2× gain and a 2× loss cancel out;
-- acceptance rate: accepted ÷ drafted tokens, over all drafted tokens;
+- acceptance rate: accepted ÷ drafted tokens, over all drafted tokens (a position
+  where an alternative was accepted in place of the draft counts as accepted);
+- alternatives: candidates verified beside the drafted runs, and how many of
+  them were accepted (greedy rounds only);
 - mean tokens per round: tokens ÷ rounds, over all rounds;
 - per-position acceptance: for draft position i, of the rounds that drafted a
   token at i, the share that accepted it.
@@ -27,6 +30,7 @@ AVERAGING = {
     "acceptance_rate": "accepted / drafted, over all drafted tokens",
     "mean_tokens_per_round": "tokens / rounds, over all rounds",
     "per_position_acceptance": "for draft position i: rounds accepting the token at i / rounds drafting one",
+    "alternatives": "candidates verified beside the drafted runs, and of those accepted, totals",
 }
 
 
@@ -64,12 +68,15 @@ def summarize(results: list[PromptResult], greedy: bool) -> dict[str, Any]:
     rounds = sum(m.rounds for m in spec)
     out: dict[str, Any] = {
         "prompts": len(results),
+        "rounds": rounds,
         "speedup": geometric_mean(_ratio(r.spec, r.baseline) for r in results),
         "baseline_tokens_per_s": _rate([r.baseline for r in results]),
         "spec_tokens_per_s": _rate(spec),
         "acceptance_rate": sum(m.accepted for m in spec) / drafted if drafted else None,
         "mean_tokens_per_round": sum(m.tokens for m in spec) / rounds if rounds else 0.0,
         "per_position_acceptance": _positions(spec),
+        "alternatives": sum(m.alternatives for m in spec),
+        "alternatives_accepted": sum(m.alternatives_accepted for m in spec),
     }
     if greedy:  # lossless check: greedy speculation must reproduce the baseline's answers
         out["identical_answers"] = sum(r.spec.texts == r.baseline.texts for r in results)
@@ -152,6 +159,10 @@ def render(report: dict[str, Any], console) -> None:
         console.print(peers)
 
     overall = report["overall"]
+    if overall.get("alternatives"):
+        console.print(f"alternatives verified beside the drafted runs: {overall['alternatives']}, "
+                      f"accepted {overall['alternatives_accepted']} "
+                      f"(in {overall['alternatives_accepted'] / max(overall['rounds'], 1):.0%} of rounds)")
     if "identical_answers" in overall:
         console.print(f"greedy answers identical to the baseline's: "
                       f"{overall['identical_answers']}/{overall['prompts']} prompts")

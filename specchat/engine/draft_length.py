@@ -4,12 +4,14 @@ The adaptive rule (`AdaptiveK`) picks the k that maximises expected tokens per
 second of the next round:
 
     E[tokens](k) = 1 + sum_{j=1..k} prod_{i=1..j} a_i
-    time(k)      = k * draft_cost + verify_cost(k + 1)
+    time(k)      = k * draft_cost + verify_cost(k + 1 + spare(k))
 
 a_i is the measured probability that drafted position i is accepted given that the
 ones before it were (decayed counts, so it follows the conversation);
 verify_cost(m) is the measured time of a target forward over m tokens; draft_cost
-the measured time per drafted token. Measured, not assumed: with bf16 weights on a
+the measured time per drafted token; spare(k) the alternatives verified beside a
+run of k (alternatives.py), and a position counts as accepted when its drafted token
+or an alternative there was. Measured, not assumed: with bf16 weights on a
 CPU a verify pass of 4 tokens costs about twice a single step, with fp16-packed
 weights (the CPU default) or on a GPU almost the same, and the same rule does the
 right thing on all of them. k = 0 is plain decoding; when the
@@ -20,6 +22,7 @@ drafter does not pay the rule settles there, probing a short draft now and then
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from specchat.engine.events import Round
 
@@ -55,6 +58,7 @@ class AdaptiveK:
     tried: list[float] = field(default_factory=list)
     verify_cost: dict[int, float] = field(default_factory=dict)  # tokens fed → seconds (EMA)
     draft_cost: float | None = None  # seconds per drafted token (EMA)
+    spare: Callable[[int], int] = lambda k: 0  # alternatives verified beside a run of k
     _rounds_at_zero: int = 0
     _probe_gap: int = 16
 
@@ -63,7 +67,7 @@ class AdaptiveK:
 
     # -- measurements -------------------------------------------------------
     def observe(self, r: Round, catchup_tokens: int = 0) -> None:
-        fed = len(r.drafted) + 1
+        fed = r.fed
         old = self.verify_cost.get(fed)
         self.verify_cost[fed] = r.verify_time_s if old is None else old + _EMA * (r.verify_time_s - old)
         if r.drafted:
@@ -79,9 +83,9 @@ class AdaptiveK:
             self.accepted.append(0.0)
         self.tried[:] = [t * _DECAY for t in self.tried]
         self.accepted[:] = [a * _DECAY for a in self.accepted]
-        for i, token in enumerate(r.drafted):
+        for i in range(len(r.drafted)):
             self.tried[i] += 1.0
-            if not token.accepted:
+            if i >= r.n_accepted:
                 break
             self.accepted[i] += 1.0
 
@@ -122,7 +126,7 @@ class AdaptiveK:
             if k:
                 survive *= acceptance[k - 1]
                 tokens += survive
-            seconds = k * (self.draft_cost or 0.0) + self._verify_time(k + 1)
+            seconds = k * (self.draft_cost or 0.0) + self._verify_time(k + 1 + self.spare(k))
             rates.append(tokens / seconds if seconds > 0 else 0.0)
         return rates
 

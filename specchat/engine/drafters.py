@@ -10,6 +10,10 @@ A drafter is told the whole verified token sequence each round. Model drafters k
 the ids their cache holds and reuse the longest common prefix, so rolling back
 after a rejection, or catching up after a bonus token, needs no separate call.
 
+Asked for `spare` > 0 (greedy rounds only), a model drafter also offers up to that
+many alternatives: other likely tokens at drafted positions, from the logits it
+computed anyway. The target verifies them in the same pass (see alternatives.py).
+
 A drafter with `reads_target_states = True` (feature_drafter.FeatureDrafter) is also
 handed the target's last hidden states after every target pass, through
 `take_target_states(start, states)`: positions start.. of the verified sequence.
@@ -27,6 +31,16 @@ from specchat.engine.forward import forward_logits, new_cache, sync_cache
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, pick
 
 
+@dataclass(frozen=True)
+class Alternative:
+    """Another token the drafter finds likely at drafted position `position`
+    (0-based), in place of ids[position]: verified in the same pass as the run."""
+
+    position: int
+    token_id: int
+    p: float  # the drafter's probability of it
+
+
 @dataclass
 class Proposal:
     ids: list[int] = field(default_factory=list)
@@ -35,6 +49,36 @@ class Proposal:
     # deterministic drafter (p is one-hot on the proposed id).
     dists: torch.Tensor | None = None
     catchup_tokens: int = 0  # verified tokens the drafter had to feed before drafting
+    alternatives: list[Alternative] = field(default_factory=list)  # in position order
+
+
+# Alternatives considered per drafted position: the measured gain of a 4th is small.
+ALTERNATIVES_PER_POSITION = 3
+
+
+def choose_alternatives(candidates: list[Alternative], run_p: list[float], spare: int) -> list[Alternative]:
+    """The `spare` candidates most likely to be needed and right: one at position i
+    matters only if the drafted run holds up to i, so each is valued at the drafter's
+    probability of reaching i times its own probability. In position order."""
+    if spare <= 0 or not candidates:
+        return []
+    reach = [1.0]
+    for p in run_p:
+        reach.append(reach[-1] * p)
+    ranked = sorted(candidates, key=lambda a: reach[a.position] * a.p, reverse=True)[:spare]
+    return sorted(ranked, key=lambda a: (a.position, -a.p))
+
+
+def top_alternatives(position: int, probs: torch.Tensor, chosen: int, ids: torch.Tensor | None = None) -> list[Alternative]:
+    """The likeliest tokens other than `chosen` in a drafter distribution `probs`
+    (over `ids`, the token ids of its entries, when it covers a subset)."""
+    top = torch.topk(probs, ALTERNATIVES_PER_POSITION + 1)
+    out = []
+    for p, index in zip(top.values.tolist(), top.indices.tolist()):
+        token = int(ids[index]) if ids is not None else int(index)
+        if token != chosen and p > 0:
+            out.append(Alternative(position, token, float(p)))
+    return out[:ALTERNATIVES_PER_POSITION]
 
 
 class Drafter(Protocol):
@@ -45,8 +89,9 @@ class Drafter(Protocol):
         """Read a prompt ahead of the first round (so round 0's draft time is drafting)."""
 
     def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
-                generator: torch.Generator | None) -> Proposal:
-        """Up to k tokens to follow `tokens` (the whole verified sequence)."""
+                generator: torch.Generator | None, spare: int = 0) -> Proposal:
+        """Up to k tokens to follow `tokens` (the whole verified sequence), and up to
+        `spare` alternatives where the drafter has any (greedy only)."""
 
     def reset(self) -> None:
         """Forget any cached state (a new conversation, or after an error)."""
@@ -59,7 +104,7 @@ class NoDrafter:
     def prefill(self, tokens: list[int]) -> None:
         pass
 
-    def propose(self, tokens, k, sampling, generator) -> Proposal:
+    def propose(self, tokens, k, sampling, generator, spare=0) -> Proposal:
         return Proposal()
 
     def reset(self) -> None:
@@ -82,7 +127,7 @@ class NgramDrafter:
     def reset(self) -> None:
         pass
 
-    def propose(self, tokens, k, sampling, generator) -> Proposal:
+    def propose(self, tokens, k, sampling, generator, spare=0) -> Proposal:
         if k <= 0:
             return Proposal()
         follow = find_continuation(tokens, k, max_n=self.max_n, min_n=self.min_n, window=self.window)
@@ -137,7 +182,7 @@ class ModelDrafter:
             return torch.cat([logits, pad], dim=-1)
         return logits
 
-    def propose(self, tokens, k, sampling, generator) -> Proposal:
+    def propose(self, tokens, k, sampling, generator, spare=0) -> Proposal:
         if k <= 0:
             return Proposal()
         logits, fed = sync_cache(self.model, self._cache, self._cached, tokens, keep=1)
@@ -145,14 +190,17 @@ class ModelDrafter:
         ids: list[int] = []
         ps: list[float] = []
         dists = []
+        candidates: list[Alternative] = []
         for i in range(k):
             probs = logits_to_probs(logits, sampling)
             token = pick(logits, probs, sampling, generator)
             ids.append(token)
             ps.append(float(probs[token]))
             dists.append(probs)
+            if spare and sampling.greedy:
+                candidates += top_alternatives(i, probs, token)
             if i + 1 < k:
                 logits = self._fit_vocab(forward_logits(self.model, self._cache, [token], keep=1)[-1])
                 self._cached.append(token)
         return Proposal(ids=ids, p=ps, dists=None if sampling.greedy else torch.stack(dists),
-                        catchup_tokens=fed)
+                        catchup_tokens=fed, alternatives=choose_alternatives(candidates, ps, spare))

@@ -36,11 +36,26 @@ class DraftedToken:
 
 
 @dataclass
+class AlternativeToken:
+    """Another candidate the drafter offered for drafted position `position` (in place
+    of drafted[position]), verified in the same target pass (greedy rounds only).
+    An accepted one extends the accepted run: it stands at `position` of the answer."""
+
+    position: int
+    token_id: int
+    text: str  # its text piece after the drafted run before it
+    p: float
+    q: float
+    accepted: bool
+
+
+@dataclass
 class EmittedToken:
     """The token the target itself emitted at the end of a round.
 
     kind is "correction" after a rejection, "bonus" after every drafted token
-    was accepted, and "target" when nothing was drafted (plain decoding).
+    was accepted (or the run up to an accepted alternative: the token after it), and
+    "target" when nothing was drafted (plain decoding).
     """
 
     token_id: int
@@ -86,14 +101,22 @@ class Round:
     emitted: EmittedToken | None  # None only when the turn stopped inside the drafted run
     draft_time_s: float
     verify_time_s: float
+    alternatives: list[AlternativeToken] = field(default_factory=list)
 
     @property
-    def accepted(self) -> list[DraftedToken]:
-        return [t for t in self.drafted if t.accepted]
+    def accepted(self) -> list[DraftedToken | AlternativeToken]:
+        """The accepted drafts in answer order: the accepted run, then an accepted
+        alternative (at the position where the run was rejected)."""
+        return [t for t in self.drafted if t.accepted] + [a for a in self.alternatives if a.accepted]
 
     @property
     def n_accepted(self) -> int:
-        return sum(1 for t in self.drafted if t.accepted)
+        return len(self.accepted)
+
+    @property
+    def fed(self) -> int:
+        """Tokens the verify pass fed: the last verified one, the run, the alternatives."""
+        return 1 + len(self.drafted) + len(self.alternatives)
 
     @property
     def tokens(self) -> int:
@@ -114,10 +137,13 @@ class Totals:
     elapsed_s: float = 0.0  # generation time, prefill excluded
     draft_time_s: float = 0.0
     verify_time_s: float = 0.0
+    alternatives: int = 0  # alternatives verified beside the drafted runs
+    alternatives_accepted: int = 0  # of those, accepted (also counted in `accepted`)
 
     @property
     def acceptance_rate(self) -> float | None:
-        """accepted / drafted, over drafted tokens; None when nothing was drafted."""
+        """accepted / drafted, over drafted positions (an alternative accepted in place
+        of a rejected draft counts for its position); None when nothing was drafted."""
         return self.accepted / self.drafted if self.drafted else None
 
     @property
@@ -136,6 +162,8 @@ class Totals:
         self.accepted += r.n_accepted
         self.draft_time_s += r.draft_time_s
         self.verify_time_s += r.verify_time_s
+        self.alternatives += len(r.alternatives)
+        self.alternatives_accepted += sum(1 for a in r.alternatives if a.accepted)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -147,6 +175,8 @@ class Totals:
             "mean_tokens_per_round": self.mean_tokens_per_round,
             "tokens_per_s": self.tokens_per_s,
             "elapsed_s": self.elapsed_s,
+            "alternatives": self.alternatives,
+            "alternatives_accepted": self.alternatives_accepted,
         }
 
 
@@ -183,6 +213,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     data = {k: v for k, v in data.items() if k in known}
     if cls is Round:
         data["drafted"] = [DraftedToken(**t) for t in data["drafted"]]
+        data["alternatives"] = [AlternativeToken(**a) for a in data.get("alternatives", [])]
         data["emitted"] = EmittedToken(**data["emitted"]) if data.get("emitted") else None
     elif cls is TurnEnd:
         data["totals"] = Totals(**data.get("totals", {}))

@@ -97,7 +97,7 @@ class FeatureDrafter:
 
     @torch.inference_mode()
     def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
-                generator: torch.Generator | None) -> Proposal:
+                generator: torch.Generator | None, spare: int = 0) -> Proposal:
         if k <= 0:
             return Proposal()
         hidden = self._feed(tokens, want_output=True)
@@ -105,7 +105,7 @@ class FeatureDrafter:
             return Proposal()
         real = self._cache.length
         proposal = draft_run(self.model, hidden, self.model.head, self._step, tokens, k, sampling, generator,
-                             self.use_lookup, self.catchup)
+                             self.use_lookup, self.catchup, spare)
         self._cache.length = real  # drop the pairs built on predicted states
         return proposal
 

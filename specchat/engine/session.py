@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import torch
 
+from specchat.engine.alternatives import cheap_width, spare_for
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.drafters import Drafter
@@ -37,6 +38,9 @@ _PLAIN_STOPS = ("\nUser:", "\nSystem:")
 class GenerationSettings:
     k: int | None = None  # None = adaptive ("auto"); 0 = never draft
     max_k: int = 8
+    # Alternatives verified beside each drafted run (greedy rounds): None = "auto", as
+    # many as keep the verify pass at about one step's price (alternatives.cheap_width).
+    alternatives: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
@@ -51,6 +55,8 @@ class GenerationSettings:
         self.sampling().validate()
         if self.k is not None and self.k < 0:
             raise ValueError("k must be >= 0 or auto")
+        if self.alternatives is not None and self.alternatives < 0:
+            raise ValueError("alternatives must be >= 0 or auto")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
 
@@ -92,6 +98,7 @@ class ChatSession:
         self._cancel = threading.Event()
         self._eos = end_of_turn_ids(target.model, target.tokenizer)
         self._ctx = context_length(target.model)
+        self._cheap_width = cheap_width(target.model.device, getattr(target, "precision", ""))
         self._cache = new_cache(target.model)
         self._cached: list[int] = []  # ids whose keys/values self._cache holds
         self._policy: AdaptiveK | FixedK | None = None
@@ -152,9 +159,15 @@ class ChatSession:
         key = (id(self.drafter), self.settings.k, self.settings.max_k)
         if self._policy is None or key != self._policy_key:
             k = 0 if self.drafter.kind == "none" else self.settings.k  # nothing to adapt
-            self._policy = AdaptiveK(max_k=self.settings.max_k) if k is None else FixedK(k)
+            self._policy = AdaptiveK(max_k=self.settings.max_k, spare=self._spare) if k is None else FixedK(k)
             self._policy_key = key
         return self._policy
+
+    def _spare(self, k: int) -> int:
+        """Alternatives to verify beside a run of k this round (greedy rounds only)."""
+        if not self.settings.sampling().greedy:
+            return 0
+        return spare_for(k, self.settings.alternatives, self._cheap_width)
 
     def _generator_for_turn(self) -> torch.Generator | None:
         seed = self.settings.seed
@@ -232,7 +245,8 @@ class ChatSession:
                           max_new_tokens=s.max_new_tokens, max_total_tokens=self._ctx)
         return SpeculativeDecoder(self.target.model, self._cache, self._cached, self.drafter,
                                   IncrementalDecoder(self.target.tokenizer), s.sampling(),
-                                  self._policy_for_turn(), rules, self._generator_for_turn(), self._cancel)
+                                  self._policy_for_turn(), rules, self._generator_for_turn(), self._cancel,
+                                  spare=self._spare)
 
     def _template_stops(self) -> tuple[str, ...]:
         return () if getattr(self.target.tokenizer, "chat_template", None) else _PLAIN_STOPS

@@ -10,6 +10,9 @@ holds every token but the last one. A round:
 4. the target cache is cropped by k − n (it now ends just before the new last
    token); model drafters resynchronise themselves next round.
 
+Greedy rounds may also verify alternatives (other candidates at drafted positions)
+in the same pass; see alternatives.py.
+
 With NoDrafter every round is one plain decoding step through the same code, which
 is what makes it an honest baseline.
 """
@@ -19,16 +22,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from specchat.engine.alternatives import accepted_rows, forward_with_alternatives, keep_rows, verify_greedy
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.drafters import Drafter
 from specchat.engine.draft_length import AdaptiveK, FixedK
-from specchat.engine.events import DraftedToken, EmittedToken, FinishReason, Round
-from specchat.engine.forward import StateTap, crop, forward_logits, output_vocab_size, sync_cache
+from specchat.engine.events import AlternativeToken, DraftedToken, EmittedToken, FinishReason, Round
+from specchat.engine.forward import StateTap, forward_logits, output_vocab_size, sync_cache
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
 
 
@@ -81,11 +85,14 @@ class SpeculativeDecoder:
     def __init__(self, model: PreTrainedModel, cache: DynamicCache, cached: list[int], drafter: Drafter,
                  decoder: IncrementalDecoder, sampling: SamplingSettings,
                  policy: AdaptiveK | FixedK, rules: StopRules,
-                 generator: torch.Generator | None, cancel: threading.Event) -> None:
+                 generator: torch.Generator | None, cancel: threading.Event,
+                 spare: Callable[[int], int] = lambda k: 0) -> None:
         # `cached` mirrors the ids whose keys and values the target cache holds.
         self.model, self.cache, self.cached, self.drafter = model, cache, cached, drafter
         self.decoder, self.sampling, self.policy, self.rules = decoder, sampling, policy, rules
         self.generator, self.cancel = generator, cancel
+        # Alternatives to ask for beside a run of k (greedy rounds only).
+        self.spare = spare if sampling.greedy else (lambda k: 0)
         self.vocab_size = output_vocab_size(model)
 
     def run(self, state: DecodeState, turn: int) -> Iterator[Round]:
@@ -106,30 +113,45 @@ class SpeculativeDecoder:
             k = self.policy.choose(min(remaining, room) - 1)
 
             t0 = clock(device)
-            proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator)
+            spare = self.spare(k)
+            proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator, spare=spare)
             draft_ids = proposal.ids[:k]
+            alternatives = [a for a in proposal.alternatives if a.position < len(draft_ids)][:spare]
             t1 = clock(device)
             with StateTap(self.model, enabled=reads_states) as tap:
-                logits = forward_logits(self.model, self.cache, [state.tokens[-1], *draft_ids],
-                                        keep=len(draft_ids) + 1)
+                if alternatives:
+                    logits = forward_with_alternatives(self.model, self.cache, state.tokens[-1], draft_ids,
+                                                       alternatives)
+                else:
+                    logits = forward_logits(self.model, self.cache, [state.tokens[-1], *draft_ids],
+                                            keep=len(draft_ids) + 1)
             logits = logits[:, : self.vocab_size]
             probs = logits_to_probs(logits, self.sampling)
-            dists = proposal.dists[: len(draft_ids)] if proposal.dists is not None else None
-            verdict = verify(draft_ids, dists, logits, probs, self.sampling, self.generator)
-            crop(self.cache, len(state.tokens) + verdict.n_accepted)
-            self.cached[:] = state.tokens + draft_ids[: verdict.n_accepted]
+            if alternatives:
+                verdict, chosen = verify_greedy(draft_ids, alternatives, logits)
+            else:
+                dists = proposal.dists[: len(draft_ids)] if proposal.dists is not None else None
+                verdict, chosen = verify(draft_ids, dists, logits, probs, self.sampling, self.generator), None
+            # The pass's rows on the accepted branch: last, the accepted run, an accepted alternative.
+            rows = accepted_rows(verdict.n_accepted, len(draft_ids), chosen)
+            keep_rows(self.cache, len(state.tokens) - 1, rows)
+            path = draft_ids[: verdict.n_accepted] + ([alternatives[chosen].token_id] if chosen is not None else [])
+            self.cached[:] = state.tokens + path
             if reads_states:  # the states of the last token and the accepted drafts
-                self.drafter.take_target_states(len(state.tokens) - 1, tap.states()[: verdict.n_accepted + 1])
+                self.drafter.take_target_states(len(state.tokens) - 1, tap.states()[rows])
             t2 = clock(device)
 
-            r = self._record(state, turn, k, draft_ids, proposal.p, probs, verdict, t1 - t0, t2 - t1)
+            r = self._record(state, turn, k, draft_ids, proposal.p, alternatives, chosen, probs, rows[-1],
+                             verdict, t1 - t0, t2 - t1)
             self.policy.observe(r, proposal.catchup_tokens)
             state.rounds += 1
             yield r
 
-    def _record(self, state, turn, k, draft_ids, draft_p, probs, verdict, draft_s, verify_s) -> Round:
+    def _record(self, state, turn, k, draft_ids, draft_p, alternatives, chosen, probs, emit_row, verdict,
+                draft_s, verify_s) -> Round:
         """Append the round's new tokens to the state, apply the stop rules, and
-        describe the round. Greedy rounds report plain-softmax p and q."""
+        describe the round. Greedy rounds report plain-softmax p and q. `emit_row` is
+        the row of probs the emitted token came from."""
         n = verdict.n_accepted
         peeked = self.decoder.peek(draft_ids)
         drafted = [
@@ -137,11 +159,18 @@ class SpeculativeDecoder:
                          q=float(probs[i, t]), accepted=i < n)
             for i, t in enumerate(draft_ids)
         ]
+        offered = [
+            AlternativeToken(position=a.position, token_id=a.token_id,
+                             text=self.decoder.peek(draft_ids[: a.position] + [a.token_id])[-1], p=a.p,
+                             q=float(probs[a.position, a.token_id]), accepted=j == chosen)
+            for j, a in enumerate(alternatives)
+        ]
         kind = "target" if not draft_ids else ("bonus" if verdict.bonus else "correction")
         emitted: EmittedToken | None = EmittedToken(
-            token_id=verdict.next_token, text="", kind=kind, q=float(probs[n, verdict.next_token]))
+            token_id=verdict.next_token, text="", kind=kind, q=float(probs[emit_row, verdict.next_token]))
         # Each new token paired with the event entry that shows it.
-        new = [(t, drafted[i]) for i, t in enumerate(draft_ids[:n])] + [(verdict.next_token, emitted)]
+        new = [(t, drafted[i]) for i, t in enumerate(draft_ids[:n])]
+        new += [(a.token_id, a) for a in offered if a.accepted] + [(verdict.next_token, emitted)]
         for i, (token, slot) in enumerate(new):
             state.tokens.append(token)
             if token in self.rules.eos_ids:
@@ -157,11 +186,13 @@ class SpeculativeDecoder:
                     state.finish_reason = "length"
             if state.finish_reason is not None:
                 if slot is not emitted:  # the turn ended inside the drafted run
-                    del drafted[i + 1:]
                     emitted = None
+                    if i < n:  # before the end of the accepted run: drop what comes after it
+                        del drafted[i + 1:]
+                        offered = [a for a in offered if a.position <= i and not a.accepted]
                 break
         return Round(turn=turn, index=state.rounds, k=k, drafted=drafted, emitted=emitted,
-                     draft_time_s=draft_s, verify_time_s=verify_s)
+                     draft_time_s=draft_s, verify_time_s=verify_s, alternatives=offered)
 
     def _hit_stop(self, state: DecodeState, entries: list) -> bool:
         """True when the answer now contains a stop string. The stop string is cut from

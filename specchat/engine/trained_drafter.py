@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specchat.engine.drafters import Proposal, find_continuation
+from specchat.engine.drafters import Alternative, Proposal, choose_alternatives, find_continuation, top_alternatives
 from specchat.engine.forward import common_prefix
 from specchat.engine.fp16_linear import pack_fp16, replace_linears
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, sample
@@ -284,32 +284,40 @@ def pick_draft_token(model: DraftModel, logits: torch.Tensor | None, sampling: S
 def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torch.Tensor], torch.Tensor],
               advance: Callable[[list[int], torch.Tensor], torch.Tensor], tokens: list[int], k: int,
               sampling: SamplingSettings, generator: torch.Generator | None, use_lookup: bool,
-              catchup: int) -> Proposal:
+              catchup: int, spare: int = 0) -> Proposal:
     """k drafted tokens after `tokens`, one `pick_draft_token` each: `output` is the
     model's output after the last token, `logits_of` turns an output into draft logits,
     and `advance(drafted, output)` feeds drafted tokens in order and returns the output
     after the last. A token copied by lookup needs no model output, so feeding drafted
     tokens waits until the model is asked again (then they go in together), and a run
     that ends in copies leaves them to the next round's catch-up: copying a long
-    passage costs one model pass, not one per token."""
+    passage costs one model pass, not one per token. Alternatives (greedy, `spare` > 0)
+    come from the model's logits wherever they are at hand (not after unfed copies)."""
     ids: list[int] = []
     ps: list[float] = []
     dists = []
     context = list(tokens)
     unfed: list[int] = []  # drafted tokens the model has not seen yet
-    for _ in range(k):
+    candidates: list[Alternative] = []
+    for i in range(k):
         copied = lookup(context) if use_lookup else None
         if copied is None and unfed:
             output, unfed = advance(unfed, output), []
-        token, p, dist = pick_draft_token(model, None if copied is not None else logits_of(output),
-                                          sampling, generator, copied)
+        wants_alternatives = spare > 0 and sampling.greedy
+        # The model's logits are at hand for a copied token too when nothing is unfed:
+        # its own guesses there are alternatives to the copy.
+        logits = logits_of(output) if copied is None or (wants_alternatives and not unfed) else None
+        token, p, dist = pick_draft_token(model, logits, sampling, generator, copied)
+        if logits is not None and wants_alternatives:
+            candidates += top_alternatives(i, torch.softmax(logits.float(), dim=-1), token, model.vocab_ids)
         if dist is not None:
             dists.append(dist)
         ids.append(token)
         ps.append(p)
         context.append(token)
         unfed.append(token)
-    return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=catchup)
+    return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=catchup,
+                    alternatives=choose_alternatives(candidates, ps, spare))
 
 
 class TrainedDrafter:
@@ -359,12 +367,12 @@ class TrainedDrafter:
 
     @torch.inference_mode()
     def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
-                generator: torch.Generator | None) -> Proposal:
+                generator: torch.Generator | None, spare: int = 0) -> Proposal:
         if k <= 0:
             return Proposal()
         logits = self._feed(tokens, want_logits=True)
         return draft_run(self.model, logits, lambda out: out, self._step, tokens, k, sampling, generator,
-                         self.use_lookup, self.catchup)
+                         self.use_lookup, self.catchup, spare)
 
     def _step(self, drafted: list[int], _logits: torch.Tensor) -> torch.Tensor:
         """Feed drafted tokens (one pass); draft logits after the last."""

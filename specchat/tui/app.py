@@ -414,6 +414,9 @@ class SpecChatApp(App):
         elif name == "k":
             self.session.settings.k = None if arg.lower() == "auto" else int(arg)
             self.notify(f"k = {arg.lower()}")
+        elif name == "alt":
+            self.session.settings.alternatives = None if arg.lower() == "auto" else int(arg)
+            self.notify(f"alternatives = {arg.lower()}")
         elif name == "temp":
             self.session.settings.temperature = float(arg)
             self.notify(f"temperature = {float(arg):g}")

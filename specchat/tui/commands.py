@@ -9,13 +9,14 @@ HELP = {
     "system": "/system TEXT — set the system prompt (/system alone clears it)",
     "spec": "/spec on|off — speculation on or off for the next turns",
     "k": "/k N|auto — draft length (0 never drafts)",
+    "alt": "/alt N|auto — alternatives verified beside each drafted run (greedy; 0 = none)",
     "temp": "/temp X — sampling temperature (0 = greedy)",
     "theme": "/theme NAME|PATH — switch theme",
     "export": "/export [PATH] — save the conversation as Markdown",
     "trace": "/trace [PATH] — save the event stream as JSON lines (for specchat replay)",
     "help": "/help — list commands",
 }
-ALIASES = {"temperature": "temp", "speculation": "spec", "sys": "system"}
+ALIASES = {"temperature": "temp", "speculation": "spec", "sys": "system", "alternatives": "alt"}
 
 
 class CommandError(ValueError):
@@ -40,9 +41,9 @@ def parse(text: str) -> Command | None:
     arg = arg.strip()
     if name == "spec" and arg.lower() not in ("on", "off", ""):
         raise CommandError("/spec takes on or off")
-    if name == "k":
+    if name in ("k", "alt"):
         if arg.lower() != "auto" and not (arg.isdigit() and int(arg) <= 64):
-            raise CommandError("/k takes a whole number 0–64 or auto")
+            raise CommandError(f"/{name} takes a whole number 0–64 or auto")
     if name == "temp":
         try:
             if float(arg) < 0:

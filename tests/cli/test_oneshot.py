@@ -101,7 +101,8 @@ def test_piped_output_is_the_exact_text_and_json_matches_it():
     assert result["text"] == TEXT
     assert set(result) == {"text", "finish_reason", "target", "drafter", "device", "stats"}
     assert set(result["stats"]) == {"tokens", "rounds", "drafted", "accepted", "acceptance_rate",
-                                    "mean_tokens_per_round", "tokens_per_s"}
+                                    "mean_tokens_per_round", "tokens_per_s", "alternatives",
+                                    "alternatives_accepted"}
     assert result["stats"]["drafted"] == 4 and result["stats"]["accepted"] == 3
     assert result["stats"]["tokens"] == 6 and result["stats"]["rounds"] == 3
 

@@ -2,7 +2,9 @@
 
 Drafted tokens appear in three visibly different states: accepted, the first
 rejected one (where the target disagreed), and the discarded rest (drafted after
-the rejection, never judged on their own).
+the rejection, never judged on their own). Alternatives (other candidates verified
+in the same pass) follow the run, marked with their position: accepted, rejected
+(the target chose otherwise there) or discarded (after the run broke earlier).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from specchat.engine.events import Round
+from specchat.engine.events import AlternativeToken, Round
 
 from ..render import safe
 from ..transcript import Answer
@@ -32,6 +34,15 @@ def verdicts(r: Round) -> list[str]:
         else:
             out.append("discarded")
     return out
+
+
+def alternative_verdict(r: Round, alt: AlternativeToken) -> str:
+    """accepted | rejected (its position was judged: the target chose otherwise) |
+    discarded (the run broke before its position)."""
+    if alt.accepted:
+        return "accepted"
+    run = sum(1 for t in r.drafted if t.accepted)
+    return "discarded" if alt.position > run else "rejected"
 
 
 def fmt_ms(seconds: float) -> str:
@@ -58,6 +69,12 @@ def drafted_cell(r: Round, colors: dict[str, str]) -> Text:
     for t, verdict in zip(r.drafted, verdicts(r)):
         cell.append(token_label(t.text) or "∅", verdict_style(verdict, colors))
         cell.append("·", Style(dim=True))
+    if r.alternatives:
+        cell.append(" or ", Style(dim=True))
+        for alt in r.alternatives:
+            cell.append(f"{alt.position}:", Style(dim=True))
+            cell.append(token_label(alt.text) or "∅", verdict_style(alternative_verdict(r, alt), colors))
+            cell.append(" ", Style(dim=True))
     if not r.drafted:
         cell.append("(no draft)", Style(dim=True))
     return cell
@@ -133,6 +150,12 @@ class Inspector(Vertical):
                 str(pos), Text(token_label(t.text) or "∅", verdict_style(verdict, c)), str(t.token_id),
                 f"{t.p:.3f}", f"{t.q:.3f}", Text(verdict, verdict_style(verdict, c)),
             )
+        for alt in r.alternatives:
+            verdict = alternative_verdict(r, alt)
+            tokens.add_row(
+                f"{alt.position} alt", Text(token_label(alt.text) or "∅", verdict_style(verdict, c)),
+                str(alt.token_id), f"{alt.p:.3f}", f"{alt.q:.3f}", Text(verdict, verdict_style(verdict, c)),
+            )
         if r.emitted is not None:
             e = r.emitted
             tokens.add_row(
@@ -141,4 +164,5 @@ class Inspector(Vertical):
             )
         summary = f"draft {fmt_ms(r.draft_time_s)} · verify {fmt_ms(r.verify_time_s)} (ms)"
         tokens.border_subtitle = summary
-        tokens.border_title = f"round {r.index}: {r.n_accepted}/{len(r.drafted)} accepted"
+        tokens.border_title = f"round {r.index}: {r.n_accepted}/{len(r.drafted)} accepted" + (
+            f" · {len(r.alternatives)} alternatives" if r.alternatives else "")
