@@ -83,11 +83,13 @@ class AdaptiveK:
             self.accepted.append(0.0)
         self.tried[:] = [t * _DECAY for t in self.tried]
         self.accepted[:] = [a * _DECAY for a in self.accepted]
-        for i in range(len(r.drafted)):
+        n = r.n_accepted
+        # After an accepted alternative the run's next draft followed the rejected
+        # token, not the alternative: that position was not tried.
+        judged = n if any(a.accepted for a in r.alternatives) else min(n + 1, len(r.drafted))
+        for i in range(judged):
             self.tried[i] += 1.0
-            if i >= r.n_accepted:
-                break
-            self.accepted[i] += 1.0
+            self.accepted[i] += float(i < n)
 
     def acceptances(self, n: int) -> list[float]:
         """P(position i accepted | positions before it accepted) for i < n."""
@@ -126,7 +128,7 @@ class AdaptiveK:
             if k:
                 survive *= acceptance[k - 1]
                 tokens += survive
-            seconds = k * (self.draft_cost or 0.0) + self._verify_time(k + 1 + self.spare(k))
+            seconds = k * (self.draft_cost or 0.0) + self._verify_time(k + 1 + (self.spare(k) if k else 0))
             rates.append(tokens / seconds if seconds > 0 else 0.0)
         return rates
 

@@ -51,3 +51,24 @@ def test_an_expensive_drafter_is_not_worth_it_even_when_right():
 
 def test_fixed_k_respects_the_limit():
     assert FixedK(5).choose(limit=3) == 3 and FixedK(5).choose(limit=9) == 5 and FixedK(2).choose(-1) == 0
+
+
+def test_alternatives_count_in_the_pass_cost_and_in_acceptance():
+    from specchat.engine.events import AlternativeToken
+
+    policy = AdaptiveK(max_k=4, spare=lambda k: max(0, 5 - k))  # fill the pass to 6 tokens
+    # Run rejected at position 0, an alternative there accepted: position 0 counts as
+    # accepted, and position 1 as not tried (the run's second draft followed the rejected one).
+    r = _round(0, 2, 0.004, 0.060)
+    r.alternatives = [AlternativeToken(0, 7, "z", 0.3, 0.6, True), AlternativeToken(1, 8, "w", 0.2, 0.1, False),
+                      AlternativeToken(0, 5, "v", 0.1, 0.1, False)]
+    policy.observe(r)
+    assert policy.verify_cost == {6: 0.060}  # keyed by the tokens the pass fed: 1 + 2 + 3
+    assert policy.tried == [1.0, 0.0] and policy.accepted == [1.0, 0.0]
+    # Every k >= 1 feeds 6 tokens, so its cost is the 6-token pass whatever k is.
+    policy.verify_cost[1] = 0.050
+    policy.draft_cost = 0.0
+    rates = policy.expected_rates(4)
+    assert rates[0] == 1 / 0.050
+    tokens = [rate * 0.060 for rate in rates[1:]]
+    assert all(b > a for a, b in zip(tokens, tokens[1:]))  # more drafted, more expected tokens, same cost

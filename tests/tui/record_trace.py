@@ -1,7 +1,12 @@
-"""Record the replay fixture for the TUI tests from the real engine.
+"""Record the replay fixtures for the TUI tests from the real engine.
 
-    .venv/bin/python tests/tui/record_trace.py [OUT]   (default: tests/tui/traces/session.jsonl)
+    .venv/bin/python tests/tui/record_trace.py [session|alternatives] [OUT]
+    (default: session, written to tests/tui/traces/<name>.jsonl)
 
+alternatives: one turn with the shipped drafter, k = 2 and 3 alternatives a round
+(greedy, fp32 target), so the trace holds accepted and rejected alternatives.
+
+session:
 Embedded model in fp32, greedy. Three turns: speculation off (the speedup
 baseline), the ngram drafter (mostly rejected: it guesses from the prompt), and
 the target drafting for itself through the model-drafter path (every draft
@@ -46,5 +51,17 @@ def record(out: Path) -> None:
     print(f"wrote {len(lines)} events to {out}")
 
 
+def record_alternatives(out: Path) -> None:
+    target = load_target("embedded", device="cpu", quant="none", dtype=torch.float32)
+    session = ChatSession(target, load_drafter("smoldraft", target, quant="none"),
+                          settings=GenerationSettings(k=2, alternatives=3, temperature=0.0, max_new_tokens=48))
+    lines = [to_json(event) for event in session.send("Explain in two sentences why the sky is blue.")]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {len(lines)} events to {out}")
+
+
 if __name__ == "__main__":
-    record(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "traces" / "session.jsonl")
+    name = sys.argv[1] if len(sys.argv) > 1 else "session"
+    path = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parent / "traces" / f"{name}.jsonl"
+    {"session": record, "alternatives": record_alternatives}[name](path)

@@ -101,7 +101,8 @@ async def test_answer_spans_gauges_and_inspector_agree_with_engine_events(factor
         inspector = app.query_one(Inspector)
         assert inspector.query_one("#rounds").row_count == len(rounds)
         tokens = inspector.query_one("#round-tokens")
-        assert tokens.row_count == len(rounds[0].drafted) + (rounds[0].emitted is not None)
+        assert tokens.row_count == (len(rounds[0].drafted) + len(rounds[0].alternatives)
+                                    + (rounds[0].emitted is not None))
     # Autosave: the file holds the prompt and exactly the events received.
     transcript, records = load_transcript(latest_conversation(tmp_path))
     assert records[1:] == events and transcript.answers[0].text == end.text

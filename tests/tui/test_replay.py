@@ -115,3 +115,37 @@ async def test_markdown_view_toggles_for_finished_answers():
         await pilot.press("m")
         await pilot.pause(0.1)
         assert view.query_one(".answer-body").display
+
+
+async def test_inspector_shows_alternatives_and_the_answer_takes_the_accepted_one():
+    from specchat.engine.events import event_from_json
+
+    trace = TRACE.parent / "alternatives.jsonl"
+    events = [event_from_json(line) for line in trace.read_text(encoding="utf-8").splitlines() if line.strip()]
+    app = make_app(trace=trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        view = app.query(AnswerView).last()
+        end = [e for e in events if isinstance(e, TurnEnd)][-1]
+        assert view.rendered.plain == safe(end.text)
+        rounds = view.answer.rounds
+        taken = next(i for i, r in enumerate(rounds) if any(a.accepted for a in r.alternatives))
+        # The accepted alternative is shown as an accepted draft, in answer order.
+        accepted_texts = [p.text for p in view.items if p.round_index == taken and p.kind == "accepted"]
+        assert accepted_texts == [t.text for t in rounds[taken].accepted]
+        view.focus()
+        await pilot.press("f2")
+        await pilot.pause(0.1)
+        inspector = app.query_one(Inspector)
+        for _ in range(taken):
+            await pilot.press("down")
+        await pilot.pause(0.1)
+        r = rounds[taken]
+        assert " or " in inspector.query_one("#rounds").get_row_at(taken)[2].plain
+        tokens = inspector.query_one("#round-tokens")
+        assert tokens.row_count == len(r.drafted) + len(r.alternatives) + (r.emitted is not None)
+        alt_rows = [tokens.get_row_at(len(r.drafted) + j) for j in range(len(r.alternatives))]
+        assert [row[0] for row in alt_rows] == [f"{a.position} alt" for a in r.alternatives]
+        verdict_of = {row[2]: row[5].plain for row in alt_rows}
+        assert [verdict_of[str(a.token_id)] for a in r.alternatives if a.accepted] == ["accepted"]
+        assert f"{len(r.alternatives)} alternatives" in str(tokens.border_title)
