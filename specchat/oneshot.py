@@ -125,15 +125,7 @@ class AnswerWriter:
 
 
 def _pieces(r: Round, show_rejected: bool) -> list[tuple[str, str]]:
-    out = []
-    for t in r.drafted:
-        if t.accepted:
-            out.append((t.text, "accepted"))
-        elif show_rejected:
-            out.append((t.text, "rejected"))
-    if r.emitted is not None:
-        out.append((r.emitted.text, r.emitted.kind))
-    return out
+    return [(text, kind) for text, kind, _ in r.shown(show_rejected)]
 
 
 # --- summaries -----------------------------------------------------------------------

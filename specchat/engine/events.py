@@ -127,6 +127,19 @@ class Round:
     def text(self) -> str:
         return "".join(t.text for t in self.accepted) + (self.emitted.text if self.emitted else "")
 
+    def shown(self, rejected: bool = False) -> list[tuple[str, str, int]]:
+        """(text, kind, position) of the round's tokens as an answer shows them, in
+        order: the accepted run, the rejected drafts if asked for (where they were
+        rejected), an accepted alternative, the target's token. kind is "accepted",
+        "rejected" or the emitted kind; position is the drafted position, or
+        len(drafted) for the target's token."""
+        out = [(t.text, "accepted" if t.accepted else "rejected", i)
+               for i, t in enumerate(self.drafted) if t.accepted or rejected]
+        out += [(a.text, "accepted", a.position) for a in self.alternatives if a.accepted]
+        if self.emitted is not None:
+            out.append((self.emitted.text, self.emitted.kind, len(self.drafted)))
+        return out
+
 
 @dataclass
 class Totals:

@@ -46,18 +46,7 @@ def pieces(answer: Answer, show_rejected: bool) -> list[Piece]:
 
 
 def round_pieces(r: Round, show_rejected: bool) -> list[Piece]:
-    """An accepted alternative reads as an accepted draft at its position, after the
-    rejected ones it stood in for."""
-    out = []
-    for pos, t in enumerate(r.drafted):
-        if t.accepted:
-            out.append(Piece(t.text, "accepted", r.index, pos))
-        elif show_rejected:
-            out.append(Piece(t.text, "rejected", r.index, pos))
-    out.extend(Piece(a.text, "accepted", r.index, a.position) for a in r.alternatives if a.accepted)
-    if r.emitted is not None:
-        out.append(Piece(r.emitted.text, r.emitted.kind, r.index, len(r.drafted)))
-    return out
+    return [Piece(text, kind, r.index, position) for text, kind, position in r.shown(show_rejected)]
 
 
 def piece_style(kind: str, colors: dict[str, str]) -> Style:

@@ -180,3 +180,15 @@ def test_ctrl_c_cancels_keeps_what_was_printed_and_exits_130():
     assert session.cancelled
     assert code == EXIT_INTERRUPTED
     assert out.getvalue() == ROUNDS[0].text
+
+
+def test_an_accepted_alternative_is_printed_in_its_place():
+    # A turn recorded from the real engine with alternatives (tests/tui/record_trace.py).
+    from pathlib import Path
+
+    trace = Path(__file__).parent.parent / "tui" / "traces" / "alternatives.jsonl"
+    events = [event_from_json(line) for line in trace.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert any(a.accepted for e in events if isinstance(e, Round) for a in e.alternatives)
+    out, err = io.StringIO(), io.StringIO()
+    run_turn(ScriptedSession(events), "hi", Options(), out, err)
+    assert out.getvalue() == events[-1].text

@@ -129,3 +129,16 @@ def test_session_rounds_with_alternatives_survive_a_trace(tiny_llama):
     # Sampling rounds keep the single run: alternatives are a greedy-only rule.
     session.settings = GenerationSettings(k=2, alternatives=3, max_new_tokens=20, temperature=0.8, seed=1)
     assert not any(getattr(e, "alternatives", None) for e in session.send("t9 t10"))
+
+
+def test_shipped_drafter_alternatives_keep_the_embedded_targets_greedy_answer(embedded):
+    from specchat.engine.drafters import NoDrafter
+    from specchat.models import load_drafter
+
+    drafter = load_drafter("smoldraft", embedded, quant="none")
+    prompt = "Explain in two sentences why the sky is blue."
+    plain = list(ChatSession(embedded, NoDrafter(), settings=GenerationSettings(max_new_tokens=40)).send(prompt))
+    events = list(ChatSession(embedded, drafter, settings=GenerationSettings(
+        k=1, alternatives=4, max_new_tokens=40)).send(prompt))
+    assert events[-1].text == plain[-1].text and plain[-1].text
+    assert events[-1].totals.alternatives_accepted > 0
