@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping
 import platformdirs
 
 # The drafter used when none is asked for, per target. The embedded target gets the
-# drafter specchat trained for it (`specchat distill`): in one bench run on a 2-core
-# CPU (12 prompts, 96 tokens, k auto) it gave 1.15x against ngram's 1.04x.
+# drafter specchat trained for it (`specchat distill`): see the README's Benchmark for
+# what it measured against ngram on a 2-core CPU.
 DEFAULT_DRAFTERS: dict[str, str] = {"embedded": "smoldraft"}
 FALLBACK_DRAFTER = "ngram"  # works with any target: it needs no second model
 
