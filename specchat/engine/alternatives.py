@@ -9,10 +9,11 @@ logits are those a plain pass over its own branch would give.
 Greedy verification walks the run as before; where the run is rejected at position
 n, the target's own choice there may be an alternative at n: then that alternative
 is accepted too, and the token after it comes from its own row. Why it pays: a
-target pass over a few more tokens costs about the same as over one (measured on
-the fp16-packed CPU default: 1 to 6 tokens ≈ 55–60 ms), and the drafter's second
-and third guesses are right often enough (the shipped drafter's teacher-forced
-tokens per round rise 6–13% with 5 drafted tokens in all).
+target pass over a few more tokens costs little more than the run's own pass (on the
+fp16-packed CPU default a 4-token pass 68 ms, a 6-token one 72), and the drafter's
+second and third guesses are right often enough (the shipped drafter's teacher-forced
+tokens per round rise 6–13% with 5 drafted tokens in all; on the bench at k = 4 1.92
+to 2.02, 1.33× to 1.40×).
 
 Sampling rounds keep the single run: the run rule is lossless as it is, while
 several candidates per position need another rule (recursive rejection sampling).
@@ -31,11 +32,12 @@ from specchat.engine.sampling import Verdict
 
 
 def cheap_width(device: torch.device, precision: str) -> int:
-    """Tokens a verify pass can feed for about the price of one, where measured: the
-    fp16-packed CPU default 6 (1 to 6 tokens: 55–60 ms, 7–8: 72 ms, on a 2-core EPYC).
-    A CUDA pass of a small model is bound by kernel launches, flat well beyond 8: 8
-    (not yet measured on a GPU here). Elsewhere (bf16 or 4-bit on a CPU: each token
-    fed costs nearly a step) 1: no alternatives unless asked for."""
+    """How wide "auto" fills a verify pass. The fp16-packed CPU default: 6 (one pass
+    over 1 / 2 / 4 / 6 / 8 tokens took 53 / 62 / 68 / 72 / 82 ms on a 2-core EPYC: 5
+    and 6 cost the same, 7 jumps). A CUDA pass of a small model is bound by kernel
+    launches, flat well beyond 8: 8 (not yet measured on a GPU here). Elsewhere (bf16
+    or 4-bit on a CPU: each token fed costs nearly a step) 1: no alternatives unless
+    asked for."""
     if device.type == "cuda":
         return 8
     return 6 if precision == "fp16-packed" else 1
