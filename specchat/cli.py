@@ -155,8 +155,8 @@ DrafterOpt = Annotated[Optional[str], _opt(
     f"{default_drafter('embedded')} for the embedded target")]
 KOpt = Annotated[Optional[str], _opt("--k", "Draft length, or auto (adaptive).", _D.k_label, metavar="N|auto")]
 AlternativesOpt = Annotated[Optional[str], _opt(
-    "--alternatives", "Other candidates verified beside each drafted run (greedy only); auto: as many as "
-    "keep the verify pass at about one step's cost on this device.", _D.alternatives_label, metavar="N|auto")]
+    "--alternatives", "Other candidates verified beside each drafted run (greedy only); auto: fill the "
+    "verify pass to a width that costs little more on this device.", _D.alternatives_label, metavar="N|auto")]
 TemperatureOpt = Annotated[Optional[float], _opt("--temperature", "0 = greedy.", _D.temperature)]
 TopPOpt = Annotated[Optional[float], _opt("--top-p", "Nucleus sampling mass.", _D.top_p)]
 TopKOpt = Annotated[Optional[int], _opt("--top-k", "0 = off.", _D.top_k)]

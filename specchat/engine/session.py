@@ -39,7 +39,7 @@ class GenerationSettings:
     k: int | None = None  # None = adaptive ("auto"); 0 = never draft
     max_k: int = 8
     # Alternatives verified beside each drafted run (greedy rounds): None = "auto", as
-    # many as keep the verify pass at about one step's price (alternatives.cheap_width).
+    # many as fill the verify pass to the device's cheap width (alternatives.cheap_width).
     alternatives: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
