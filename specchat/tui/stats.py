@@ -66,7 +66,8 @@ def session_totals(answers: list[Answer]) -> Totals:
     total = Totals()
     for a in answers:
         t = a.totals
-        for name in ("tokens", "rounds", "drafted", "accepted", "elapsed_s", "draft_time_s", "verify_time_s"):
+        for name in ("tokens", "rounds", "drafted", "accepted", "elapsed_s", "draft_time_s", "verify_time_s",
+                     "alternatives", "alternatives_accepted"):
             setattr(total, name, getattr(total, name) + getattr(t, name))
     return total
 

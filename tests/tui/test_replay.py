@@ -128,6 +128,8 @@ async def test_inspector_shows_alternatives_and_the_answer_takes_the_accepted_on
         view = app.query(AnswerView).last()
         end = [e for e in events if isinstance(e, TurnEnd)][-1]
         assert view.rendered.plain == safe(end.text)
+        gauges = str(app.query_one("#gauges").render())
+        assert f"{end.totals.alternatives_accepted}/{end.totals.alternatives} taken" in gauges
         rounds = view.answer.rounds
         taken = next(i for i, r in enumerate(rounds) if any(a.accepted for a in r.alternatives))
         # The accepted alternative is shown as an accepted draft, in answer order.

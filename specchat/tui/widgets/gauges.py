@@ -72,6 +72,9 @@ def render_gauges(values: GaugeValues, info: RunInfo, colors: dict[str, str]) ->
     out.append("  accepted/drafted\n", label)
     row(" turn", percent(values.turn.acceptance_rate), Style(color=colors["accepted"], bold=True))
     row(" session", percent(values.session.acceptance_rate), Style(color=colors["accepted"]))
+    if values.session.alternatives:  # only where alternatives were verified (greedy rounds)
+        row(" alts", f"{values.session.alternatives_accepted}/{values.session.alternatives} taken",
+            Style(color=colors["accepted"]))
     out.append("\ntokens/round", head)
     out.append("  mean over rounds\n", label)
     row(" turn", f"{values.turn.mean_tokens_per_round:.2f}" if values.turn.rounds else "—")
