@@ -18,6 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -140,7 +141,7 @@ class SpecChatApp(App):
             self._set_status("loading models…")
             self._load_session()
             self.set_interval(2.0, self._sample_memory)
-        self.set_interval(REPAINT_S, self._flush)
+        self.set_interval(REPAINT_S, self._paint_dirty)
         self._repaint_all()
 
     def _latest_start(self) -> TurnStart | None:
@@ -177,9 +178,17 @@ class SpecChatApp(App):
         chat.mount(UserMessage(answer.user_text, self.prov_colors["user"]))
         chat.mount(view)
 
-    def _flush(self) -> None:
+    def _paint_dirty(self) -> None:
+        # Not named _flush: textual's App._flush(stderr) serves its print capture, and
+        # overriding it broke the printing of any error at exit.
         if not self._dirty and not self._gauges_dirty:
             return
+        try:
+            self._paint()
+        except NoMatches:  # the repaint timer fired while the screen was being taken down
+            pass
+
+    def _paint(self) -> None:
         chat = self.query_one(ChatView)
         follow = chat.scroll_offset.y >= chat.max_scroll_y - 1
         views = list(self.query(AnswerView))
@@ -212,7 +221,7 @@ class SpecChatApp(App):
         inspector = self.query_one(Inspector)
         if inspector.answer is not None:
             inspector.show(inspector.answer, inspector.answer_number, colors)
-        self._flush()
+        self._paint_dirty()
 
     # ---- loading and running the engine --------------------------------------
 
@@ -294,7 +303,7 @@ class SpecChatApp(App):
             return
         self.generating = True
         self._fold(Prompt(text))  # saved before the engine starts: a typed prompt is never lost
-        self._flush()
+        self._paint_dirty()
         self._generate(self.session, text)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
@@ -324,7 +333,7 @@ class SpecChatApp(App):
             answer.interrupted = True
             self._dirty.add(len(self.transcript.answers) - 1)
         self._set_status(self._live_status())
-        self._flush()
+        self._paint_dirty()
 
     def on_unmount(self) -> None:
         if self.session is not None and self.generating:
@@ -375,14 +384,14 @@ class SpecChatApp(App):
         self._dirty.add(view.index)
         inspector = self.query_one(Inspector)
         if message.round_index < 0:
-            self._flush()
+            self._paint_dirty()
             return
         if message.open:
             self._open_inspector(view, message.round_index)
             view.focus()
         elif inspector.display:
             inspector.show(view.answer, view.index + 1, self.prov_colors, message.round_index)
-        self._flush()
+        self._paint_dirty()
 
     def run_command(self, command: commands.Command) -> None:
         name, arg = command.name, command.arg

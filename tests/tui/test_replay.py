@@ -151,3 +151,18 @@ async def test_inspector_shows_alternatives_and_the_answer_takes_the_accepted_on
         verdict_of = {row[2]: row[5].plain for row in alt_rows}
         assert [verdict_of[str(a.token_id)] for a in r.alternatives if a.accepted] == ["accepted"]
         assert f"{len(r.alternatives)} alternatives" in str(tokens.border_title)
+
+
+async def test_a_repaint_after_the_screen_is_gone_is_harmless():
+    # The repaint timer can fire while the app closes (seen once in CI as NoMatches, whose
+    # report then failed too: the app's own _flush had shadowed textual's print capture).
+    from textual.app import App
+
+    from specchat.tui.app import SpecChatApp
+
+    assert SpecChatApp._flush is App._flush
+    app = make_app(trace=TRACE)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+    app._gauges_dirty = True
+    app._paint_dirty()
