@@ -28,6 +28,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from specchat.engine.drafters import Alternative
+from specchat.engine.forward import crop, forward_logits
 from specchat.engine.sampling import Verdict
 
 
@@ -64,22 +65,16 @@ def pass_layout(cached: int, run: int, alternatives: list[Alternative]) -> tuple
     return torch.tensor(depth) + cached, mask
 
 
-@torch.inference_mode()
 def forward_with_alternatives(model: PreTrainedModel, cache: DynamicCache, last: int, run: list[int],
                               alternatives: list[Alternative]) -> torch.Tensor:
     """Float logits [1 + len(run) + len(alternatives), V]: rows 0..len(run) as a plain
     verify pass gives them, then one row per alternative (the distribution after it)."""
-    cached = cache.get_seq_length()
-    positions, allowed = pass_layout(cached, len(run), alternatives)
+    positions, allowed = pass_layout(cache.get_seq_length(), len(run), alternatives)
     # An additive mask works with every attention implementation (eager adds it).
     dtype = model.dtype if model.dtype.is_floating_point else torch.float32
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     ids = [last, *run, *(a.token_id for a in alternatives)]
-    device = model.device
-    out = model(input_ids=torch.tensor([ids], device=device), position_ids=positions[None].to(device),
-                attention_mask=mask[None, None].to(device), cache=cache, use_cache=True,
-                logits_to_keep=len(ids))
-    return out.logits[0].float()
+    return forward_logits(model, cache, ids, keep=len(ids), position_ids=positions, attention_mask=mask[None, None])
 
 
 def verify_greedy(run: list[int], alternatives: list[Alternative], logits: torch.Tensor) -> tuple[Verdict, int | None]:
@@ -114,6 +109,4 @@ def keep_rows(cache: DynamicCache, start: int, rows: list[int]) -> None:
         for layer in cache.layers:
             for tensor in (layer.keys, layer.values):
                 tensor[:, :, dst.to(tensor.device)] = tensor[:, :, src.to(tensor.device)]
-    extra = cache.get_seq_length() - (start + len(rows))
-    if extra > 0:
-        cache.crop(-extra)
+    crop(cache, start + len(rows))

@@ -24,11 +24,20 @@ def new_cache(model: PreTrainedModel) -> DynamicCache:
 
 
 @torch.inference_mode()
-def forward_logits(model: PreTrainedModel, cache: DynamicCache, token_ids: list[int], keep: int) -> torch.Tensor:
+def forward_logits(model: PreTrainedModel, cache: DynamicCache, token_ids: list[int], keep: int,
+                   position_ids: torch.Tensor | None = None,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Feed token_ids after what the cache holds; return float logits [keep, V] for the
-    last `keep` positions (keep=0: none, for a pure prefill)."""
-    input_ids = torch.tensor([token_ids], dtype=torch.long, device=model.device)
-    out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=max(keep, 1))
+    last `keep` positions (keep=0: none, for a pure prefill). position_ids [n] and a 4D
+    attention_mask replace the causal defaults (a pass over a tree of drafts)."""
+    device = model.device
+    input_ids = torch.tensor([token_ids], dtype=torch.long, device=device)
+    extra = {}
+    if position_ids is not None:
+        extra["position_ids"] = position_ids[None].to(device)
+    if attention_mask is not None:
+        extra["attention_mask"] = attention_mask.to(device)
+    out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=max(keep, 1), **extra)
     return out.logits[0, -keep:].float() if keep else out.logits[0, :0].float()
 
 

@@ -299,11 +299,11 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
     context = list(tokens)
     unfed: list[int] = []  # drafted tokens the model has not seen yet
     candidates: list[Alternative] = []
+    wants_alternatives = spare > 0 and sampling.greedy
     for i in range(k):
         copied = lookup(context) if use_lookup else None
         if copied is None and unfed:
             output, unfed = advance(unfed, output), []
-        wants_alternatives = spare > 0 and sampling.greedy
         # The model's logits are at hand for a copied token too when nothing is unfed:
         # its own guesses there are alternatives to the copy.
         logits = logits_of(output) if copied is None or (wants_alternatives and not unfed) else None
