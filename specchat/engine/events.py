@@ -131,13 +131,13 @@ class Round:
         """(text, kind, position) of the round's tokens as an answer shows them, in
         order: the accepted run, the rejected drafts if asked for (where they were
         rejected), an accepted alternative, the target's token. kind is "accepted",
-        "rejected" or the emitted kind; position is the drafted position, or
-        len(drafted) for the target's token."""
+        "rejected" or the emitted kind; position is the drafted position, or for
+        the target's token its place in the answer (n_accepted)."""
         out = [(t.text, "accepted" if t.accepted else "rejected", i)
                for i, t in enumerate(self.drafted) if t.accepted or rejected]
         out += [(a.text, "accepted", a.position) for a in self.alternatives if a.accepted]
         if self.emitted is not None:
-            out.append((self.emitted.text, self.emitted.kind, len(self.drafted)))
+            out.append((self.emitted.text, self.emitted.kind, self.n_accepted))
         return out
 
 

@@ -33,7 +33,7 @@ class Piece:
     text: str
     kind: str  # accepted | correction | bonus | target | rejected
     round_index: int
-    position: int  # index within the round: drafted position, or len(drafted) for the emitted token
+    position: int  # index within the round: drafted position, or the emitted token's place (n_accepted)
 
 
 def pieces(answer: Answer, show_rejected: bool) -> list[Piece]:

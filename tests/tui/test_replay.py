@@ -151,6 +151,8 @@ async def test_inspector_shows_alternatives_and_the_answer_takes_the_accepted_on
         verdict_of = {row[2]: row[5].plain for row in alt_rows}
         assert [verdict_of[str(a.token_id)] for a in r.alternatives if a.accepted] == ["accepted"]
         assert f"{len(r.alternatives)} alternatives" in str(tokens.border_title)
+        # The target's token stands after the accepted ones: its place in the answer.
+        assert tokens.get_row_at(tokens.row_count - 1)[0] == str(r.n_accepted)
 
 
 async def test_a_repaint_after_the_screen_is_gone_is_harmless():

@@ -158,8 +158,10 @@ class Inspector(Vertical):
             )
         if r.emitted is not None:
             e = r.emitted
+            # Its place in the answer: after the accepted tokens (a correction stands
+            # where the first rejected draft was), not after the whole drafted run.
             tokens.add_row(
-                str(len(r.drafted)), Text(token_label(e.text) or "∅", Style(color=c[e.kind], bold=True)),
+                str(r.n_accepted), Text(token_label(e.text) or "∅", Style(color=c[e.kind], bold=True)),
                 str(e.token_id), "", f"{e.q:.3f}", Text(e.kind, Style(color=c[e.kind])),
             )
         summary = f"draft {fmt_ms(r.draft_time_s)} · verify {fmt_ms(r.verify_time_s)} (ms)"
