@@ -43,7 +43,9 @@ class TrainSettings:
     reads_target_states: bool = False
     state_weight: float = 1.0  # weight of the state-prediction loss beside the token loss
     state_noise: float = 0.0  # uniform noise on input states: drafting reads predicted ones
-    unroll: int = 1  # passes per batch, each reading the previous pass's predicted states
+    # Drafting steps trained per batch (training-time test, see `drafting_passes`): pass j
+    # is the (j+1)-th drafted token, reading predicted states as drafting does.
+    unroll: int = 1
 
 
 def init_from_target(target, cfg: DraftConfig, vocab: list[int], norm_scale: float = 1.0) -> DraftModel:
@@ -138,24 +140,60 @@ def collate(group: list[Example]):
 
 
 def loss_fn(model: DraftModel, batch: dict, s: TrainSettings) -> tuple[torch.Tensor, float]:
-    """Token loss, and for a state drafter the state loss too, over `s.unroll` passes:
-    pass 2 reads the states pass 1 predicted (shifted one position), which is what
-    drafting a second token reads. Reports the first pass's agreement."""
+    """Token loss, and for a state drafter the state loss too, averaged over `s.unroll`
+    drafting steps (`drafting_passes`). Reports the first step's agreement."""
     if not model.cfg.reads_target_states:
         return token_loss(model, model.features(batch["ids"]), batch, s.soft_weight)
     states = batch["states_in"]
     if s.state_noise:
         states = states + (torch.rand_like(states) * 2 - 1) * s.state_noise
     total, first_acc = 0.0, 0.0
-    for step in range(s.unroll):
-        predicted = model.features(batch["ids"], None, states)
+    valid = batch["valid"]
+    for step, predicted in enumerate(drafting_passes(model, batch["ids"], states, s.unroll)):
         loss, acc = token_loss(model, predicted, batch, s.soft_weight)
-        valid = batch["valid"]
         loss = loss + s.state_weight * F.smooth_l1_loss(predicted[valid], batch["states_next"][valid])
         total = total + loss
         first_acc = acc if step == 0 else first_acc
-        states = torch.cat([batch["states_in"][:, :1], predicted[:, :-1]], dim=1)
     return total / s.unroll, first_acc
+
+
+def _drafting_mask(n: int, j: int, device) -> torch.Tensor:
+    """[n, (j+1)n]: query i sees pass 0's keys at <= i-j, pass p's only at i-j+p."""
+    ones = torch.ones(n, n, dtype=torch.bool, device=device)
+    return torch.cat([ones.tril(-j)] + [ones.tril(p - j).triu(p - j) for p in range(1, j + 1)], dim=1)
+
+
+def drafting_passes(model: DraftModel, ids: torch.Tensor, states: torch.Tensor, passes: int) -> list[torch.Tensor]:
+    """A state drafter's predicted states for its 1st..passes-th drafted token at every
+    position at once (EAGLE-3's training-time test).
+
+    When drafting, the j-th token's pair reads the state the drafter predicted one
+    pair earlier, and attends to pairs built from the target's real states for the
+    context plus the drafter's own pairs of this round. Pass j (0-based) reproduces
+    that for every position i: its pair reads pass j-1's prediction at i-1, and sees
+    pass 0's keys (real states) at positions <= i-j and pass p's key at i-j+p for
+    p = 1..j: the chain of pairs a round starting after position i-j builds. Unrolling
+    passes over all-predicted contexts instead trains on contexts drafting never sees.
+    """
+    n = ids.shape[1]
+    reading = states
+    cos, sin = model._rope(0, n, model.compute_dtype)
+    keys: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in model.layers]
+    out = []
+    for j in range(passes):
+        x = model.inputs(ids, reading)
+        for layer, past in zip(model.layers, keys):
+            q, k, v = layer.project(x, cos, sin)
+            past.append((k, v))
+            if j == 0:  # plain causal attention over real-state pairs
+                x = layer.finish(x, q, k, v, None, True)
+            else:
+                x = layer.finish(x, q, torch.cat([kv[0] for kv in past], dim=2),
+                                 torch.cat([kv[1] for kv in past], dim=2), _drafting_mask(n, j, ids.device), False)
+        predicted = model.norm(x)
+        out.append(predicted)
+        reading = torch.cat([states[:, :1], predicted[:, :-1]], dim=1)
+    return out
 
 
 def token_loss(model: DraftModel, hidden: torch.Tensor, batch: dict, soft_weight: float) -> tuple[torch.Tensor, float]:

@@ -115,13 +115,8 @@ class DraftLayer(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, h, bias=False)
 
     def forward(self, x, cos, sin, cache: KVCache | None, index: int) -> torch.Tensor:
-        cfg = self.cfg
-        b, t, _ = x.shape
-        y = self.input_layernorm(x)
-        q = self.q_proj(y).view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-        k = self.k_proj(y).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        v = self.v_proj(y).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        q, k, v = self.project(x, cos, sin)
+        t = x.shape[1]
         start = 0
         if cache is not None:
             start = cache.length
@@ -136,8 +131,23 @@ class DraftLayer(nn.Module):
         else:
             mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
             causal = False
+        return self.finish(x, q, k, v, mask, causal)
+
+    def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values [batch, heads, positions, head_dim], rotated."""
+        cfg = self.cfg
+        b, t, _ = x.shape
+        y = self.input_layernorm(x)
+        q = self.q_proj(y).view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(y).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(y).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin), v
+
+    def finish(self, x, q, k, v, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        """Attention over the given keys (mask: True where a query may look), then the MLP."""
+        b, t, _ = x.shape
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                              enable_gqa=cfg.num_kv_heads != cfg.num_heads)
+                                              enable_gqa=self.cfg.num_kv_heads != self.cfg.num_heads)
         x = x + self.o_proj(attn.transpose(1, 2).reshape(b, t, -1))
         y = self.post_attention_layernorm(x)
         return x + self.down_proj(F.silu(self.gate_proj(y)) * self.up_proj(y))
@@ -182,15 +192,20 @@ class DraftModel(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
+    def inputs(self, input_ids: torch.Tensor, target_states: torch.Tensor | None = None) -> torch.Tensor:
+        """The first layer's input: token embeddings, fused with the states read beside them."""
+        x = F.embedding(input_ids, self.embed).to(self.compute_dtype)
+        if self.cfg.reads_target_states:
+            x = self.fuse(torch.cat([x, target_states.to(x.dtype)], dim=-1))
+        return x
+
     def features(self, input_ids: torch.Tensor, cache: KVCache | None = None,
                  target_states: torch.Tensor | None = None) -> torch.Tensor:
         """Final-normed hidden states [batch, positions, hidden] after the cache's contents.
         A drafter that reads target states takes one per position (the target's state
         before that token, or the drafter's own prediction of it) and returns its
         prediction of the target's state after it."""
-        x = F.embedding(input_ids, self.embed).to(self.compute_dtype)
-        if self.cfg.reads_target_states:
-            x = self.fuse(torch.cat([x, target_states.to(x.dtype)], dim=-1))
+        x = self.inputs(input_ids, target_states)
         start = cache.length if cache is not None else 0
         if cache is not None:
             cache.ensure(start + input_ids.shape[1])

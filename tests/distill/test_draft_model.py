@@ -5,15 +5,17 @@ from __future__ import annotations
 import torch
 
 from specchat.engine.sampling import SamplingSettings
-from specchat.engine.trained_drafter import DraftConfig, DraftModel, TrainedDrafter
+from specchat.distill.train import drafting_passes
+from specchat.engine.trained_drafter import DraftConfig, DraftModel, KVCache, TrainedDrafter
 
 TARGET_VOCAB = 300
 
 
-def _model(layers: int = 2, seed: int = 0) -> DraftModel:
+def _model(layers: int = 2, seed: int = 0, reads_target_states: bool = False) -> DraftModel:
     torch.manual_seed(seed)
     cfg = DraftConfig(hidden_size=64, num_layers=layers, num_heads=4, num_kv_heads=2, head_dim=16,
-                      intermediate_size=96, draft_vocab=40, target_vocab=TARGET_VOCAB)
+                      intermediate_size=96, draft_vocab=40, target_vocab=TARGET_VOCAB,
+                      reads_target_states=reads_target_states)
     vocab = torch.randperm(TARGET_VOCAB)[:40]
     model = DraftModel(cfg, torch.randn(TARGET_VOCAB, 64), vocab)
     for p in model.parameters():
@@ -103,3 +105,22 @@ def test_lookup_copies_a_repeated_continuation_before_asking_the_model():
     plain = TrainedDrafter(model, "plain", use_lookup=False)
     after = drafter.propose(tokens + [13, 14, 15, 16, 17, 99], 1, SamplingSettings(), None)
     assert after.ids == plain.propose(tokens + [13, 14, 15, 16, 17, 99], 1, SamplingSettings(), None).ids
+
+
+def test_training_passes_see_what_drafting_sees():
+    # Pass j at position i must be the state drafting computes for its (j+1)-th token in
+    # a round that starts after real pair i-j: real states before, its own pairs after.
+    model = _model(reads_target_states=True)
+    n, passes = 12, 3
+    ids = torch.randint(0, TARGET_VOCAB, (1, n))
+    states = torch.randn(1, n, 64)
+    with torch.no_grad():
+        trained = drafting_passes(model, ids, states, passes)
+        for i in range(passes - 1, n):
+            for j in range(passes):
+                start = i - j
+                cache = KVCache(model.cfg, model.cfg.num_layers, torch.float32, "cpu")
+                hidden = model.features(ids[:, :start + 1], cache, states[:, :start + 1])[0, -1]
+                for p in range(start + 1, i + 1):  # each drafted pair reads the state predicted before it
+                    hidden = model.features(ids[:, p:p + 1], cache, hidden[None, None])[0, -1]
+                torch.testing.assert_close(trained[j][0, i], hidden, rtol=1e-4, atol=1e-4)
