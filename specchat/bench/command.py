@@ -36,7 +36,7 @@ def run(config: RunConfig, prompts: list[BenchPrompt], source: str, *, peers: st
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from specchat.bench.peers import hf_peers
-    from specchat.bench.report import build_report, render
+    from specchat.bench.report import build_report, render, table_console
     from specchat.bench.runner import run_bench, steps
     from specchat.engine.session import GenerationSettings
 
@@ -63,4 +63,4 @@ def run(config: RunConfig, prompts: list[BenchPrompt], source: str, *, peers: st
     if as_json:
         out.write(json.dumps(report, ensure_ascii=False) + "\n")
     else:
-        render(report, Console(file=out))
+        render(report, table_console(out))

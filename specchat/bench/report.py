@@ -133,6 +133,15 @@ def _row(name: str, s: dict[str, Any]) -> list[str]:
             _num(s["acceptance_rate"], ".0%"), _num(s["mean_tokens_per_round"], ".2f"), positions or "–"]
 
 
+def table_console(file):
+    """A console for the table: a terminal's own width, else wide enough for the table
+    (rich assumes 80 columns for a file or pipe, which squeezes headers to "baseli…"
+    and wraps the per-position column over several lines)."""
+    from rich.console import Console
+
+    return Console(file=file, width=None if file.isatty() else 132)
+
+
 def render(report: dict[str, Any], console) -> None:
     from rich.table import Table
 

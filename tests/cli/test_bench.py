@@ -126,3 +126,19 @@ def test_table_shows_categories_overall_peers_and_how_speedup_is_averaged():
     for fragment in ("qa", "math", "overall", "2.00×", "67%", "100% 33%", "transformers prompt lookup (10)",
                      "1.25×", "1.60×", "geometric mean over prompts", "identical to the baseline's: 2/2"):
         assert fragment in text, fragment
+
+
+def test_table_written_to_a_file_is_not_squeezed_to_80_columns():
+    import io
+
+    from specchat.bench.report import render, table_console
+
+    spec = _m(10, 0.5, 3, 6, 4, ([3, 3, 3, 3, 3, 3], [2, 2, 2, 2, 1, 1]))
+    results = [PromptResult(BenchPrompt("multi_turn", ("q",)), baseline=_m(10, 1.0), spec=spec)]
+    out = io.StringIO()  # what `specchat bench > file` writes to: not a terminal
+    render(build_report(results, {"target": "T", "drafter": "smoldraft", "device": "cpu", "k": "auto"}, {}),
+           table_console(out))
+    lines = out.getvalue().splitlines()
+    header = next(line for line in lines if "category" in line)
+    assert all(h in header for h in ("baseline tok/s", "specchat tok/s", "per-position acceptance"))
+    assert any("67% 67% 67% 67% 33% 33%" in line for line in lines)  # one line, not wrapped
