@@ -177,7 +177,7 @@ def drafting_passes(model: DraftModel, ids: torch.Tensor, states: torch.Tensor, 
     """
     n = ids.shape[1]
     reading = states
-    cos, sin = model._rope(0, n, model.compute_dtype)
+    cos, sin = model.rope(0, n, model.compute_dtype)
     keys: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in model.layers]
     out = []
     for j in range(passes):

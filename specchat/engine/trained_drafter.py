@@ -186,7 +186,8 @@ class DraftModel(nn.Module):
     def device(self) -> torch.device:
         return self.norm.weight.device
 
-    def _rope(self, start: int, length: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope(self, start: int, length: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary cos/sin for positions start..start+length-1."""
         pos = torch.arange(start, start + length, device=self.inv_freq.device).float()
         freqs = torch.outer(pos, self.inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
@@ -209,7 +210,7 @@ class DraftModel(nn.Module):
         start = cache.length if cache is not None else 0
         if cache is not None:
             cache.ensure(start + input_ids.shape[1])
-        cos, sin = self._rope(start, input_ids.shape[1], x.dtype)
+        cos, sin = self.rope(start, input_ids.shape[1], x.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i)
         if cache is not None:
