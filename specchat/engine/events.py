@@ -178,6 +178,11 @@ class Totals:
         self.alternatives += len(r.alternatives)
         self.alternatives_accepted += sum(1 for a in r.alternatives if a.accepted)
 
+    def add(self, other: Totals) -> None:
+        """Add another turn's counts (every field is a count or a time)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
     def summary(self) -> dict[str, Any]:
         return {
             "tokens": self.tokens,

@@ -65,10 +65,7 @@ def find_baseline(answers: list[Answer], target: str | None) -> Baseline | None:
 def session_totals(answers: list[Answer]) -> Totals:
     total = Totals()
     for a in answers:
-        t = a.totals
-        for name in ("tokens", "rounds", "drafted", "accepted", "elapsed_s", "draft_time_s", "verify_time_s",
-                     "alternatives", "alternatives_accepted"):
-            setattr(total, name, getattr(total, name) + getattr(t, name))
+        total.add(a.totals)
     return total
 
 
