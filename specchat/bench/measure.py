@@ -27,6 +27,8 @@ class Measurement:
     accepted: int = 0
     alternatives: int = 0  # verified beside the drafted runs
     alternatives_accepted: int = 0
+    draft_s: float = 0.0  # of elapsed_s: proposing drafts, and the target's verify passes
+    verify_s: float = 0.0
     # Per draft position i: rounds that drafted a token at i, and how many of those accepted it.
     position_drafted: list[int] = field(default_factory=list)
     position_accepted: list[int] = field(default_factory=list)
@@ -54,6 +56,8 @@ class Measurement:
         self.accepted += t.accepted
         self.alternatives += t.alternatives
         self.alternatives_accepted += t.alternatives_accepted
+        self.draft_s += t.draft_time_s
+        self.verify_s += t.verify_time_s
         self.texts.append(end.text)
 
 

@@ -13,7 +13,10 @@ How each figure is averaged (also written into the JSON's "settings"):
   them were accepted (greedy rounds only);
 - mean tokens per round: tokens ÷ rounds, over all rounds;
 - per-position acceptance: for draft position i, of the rounds that drafted a
-  token at i, the share that accepted it.
+  token at i, the share that accepted it;
+- time of a round: decoding time ÷ rounds, and the drafting and verifying parts of
+  it; beside it a plain step's (the baseline's decoding time ÷ its tokens). Where
+  speculation does not pay, these say whether drafting or verifying costs too much.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ AVERAGING = {
     "mean_tokens_per_round": "tokens / rounds, over all rounds",
     "per_position_acceptance": "for draft position i: rounds accepting the token at i / rounds drafting one",
     "alternatives": "candidates verified beside the drafted runs, and of those accepted, totals",
+    "round_ms": "decoding time / rounds (drafting and verifying parts likewise); baseline_step_ms: "
+                "baseline decoding time / baseline tokens",
 }
 
 
@@ -77,10 +82,22 @@ def summarize(results: list[PromptResult], greedy: bool) -> dict[str, Any]:
         "per_position_acceptance": _positions(spec),
         "alternatives": sum(m.alternatives for m in spec),
         "alternatives_accepted": sum(m.alternatives_accepted for m in spec),
+        **_round_times(spec, [r.baseline for r in results]),
     }
     if greedy:  # lossless check: greedy speculation must reproduce the baseline's answers
         out["identical_answers"] = sum(r.spec.texts == r.baseline.texts for r in results)
     return out
+
+
+def _round_times(spec: list[Measurement], baseline: list[Measurement]) -> dict[str, float | None]:
+    rounds, tokens = sum(m.rounds for m in spec), sum(m.tokens for m in baseline)
+    per_round = (lambda seconds: 1000 * seconds / rounds) if rounds else (lambda _seconds: None)
+    return {
+        "round_ms": per_round(sum(m.elapsed_s for m in spec)),
+        "round_drafting_ms": per_round(sum(m.draft_s for m in spec)),
+        "round_verifying_ms": per_round(sum(m.verify_s for m in spec)),
+        "baseline_step_ms": 1000 * sum(m.elapsed_s for m in baseline) / tokens if tokens else None,
+    }
 
 
 def _by_category(results: list[PromptResult]) -> dict[str, list[PromptResult]]:
@@ -172,6 +189,11 @@ def render(report: dict[str, Any], console) -> None:
         console.print(f"alternatives verified beside the drafted runs: {overall['alternatives']}, "
                       f"accepted {overall['alternatives_accepted']} "
                       f"(in {overall['alternatives_accepted'] / max(overall['rounds'], 1):.0%} of rounds)")
+    if overall["round_ms"] and overall["baseline_step_ms"]:
+        rest = overall["round_ms"] - overall["round_drafting_ms"] - overall["round_verifying_ms"]
+        console.print(f"a round took {overall['round_ms']:.1f} ms (drafting {overall['round_drafting_ms']:.1f}, "
+                      f"verifying {overall['round_verifying_ms']:.1f}, the rest {rest:.1f}); "
+                      f"a plain step {overall['baseline_step_ms']:.1f} ms")
     if "identical_answers" in overall:
         console.print(f"greedy answers identical to the baseline's: "
                       f"{overall['identical_answers']}/{overall['prompts']} prompts")

@@ -52,16 +52,24 @@ def test_select_by_category_and_limit():
 
 
 def _m(tokens: int, seconds: float, rounds: int = 1, drafted: int = 0, accepted: int = 0,
-       positions: tuple[list[int], list[int]] = ([], []), text: str = "x") -> Measurement:
+       positions: tuple[list[int], list[int]] = ([], []), text: str = "x",
+       draft_s: float = 0.0, verify_s: float = 0.0) -> Measurement:
     return Measurement(tokens=tokens, elapsed_s=seconds, rounds=rounds, drafted=drafted, accepted=accepted,
-                       position_drafted=positions[0], position_accepted=positions[1], texts=[text])
+                       position_drafted=positions[0], position_accepted=positions[1], texts=[text],
+                       draft_s=draft_s, verify_s=verify_s)
 
 
 def test_speedup_is_the_geometric_mean_of_per_prompt_ratios():
     # prompt a: 2x faster with speculation; prompt b: 2x slower -> they cancel out
-    a = PromptResult(BenchPrompt("c", ("a",)), baseline=_m(10, 1.0), spec=_m(10, 0.5, 4, 8, 6, ([4, 4], [4, 2])))
-    b = PromptResult(BenchPrompt("c", ("b",)), baseline=_m(30, 1.0), spec=_m(30, 2.0, 10, 10, 5, ([10], [5]), "y"))
+    a = PromptResult(BenchPrompt("c", ("a",)), baseline=_m(10, 1.0),
+                     spec=_m(10, 0.5, 4, 8, 6, ([4, 4], [4, 2]), draft_s=0.1, verify_s=0.3))
+    b = PromptResult(BenchPrompt("c", ("b",)), baseline=_m(30, 1.0),
+                     spec=_m(30, 2.0, 10, 10, 5, ([10], [5]), "y", draft_s=0.6, verify_s=1.2))
     s = summarize([a, b], greedy=True)
+    # a round: all decoding time over all rounds, and its parts; a plain step likewise per token
+    assert s["round_ms"] == pytest.approx(2500 / 14)
+    assert s["round_drafting_ms"] == pytest.approx(700 / 14) and s["round_verifying_ms"] == pytest.approx(1500 / 14)
+    assert s["baseline_step_ms"] == pytest.approx(2000 / 40)
     assert s["speedup"] == pytest.approx(1.0)
     assert s["baseline_tokens_per_s"] == pytest.approx(40 / 2.0)  # total tokens / total time
     assert s["spec_tokens_per_s"] == pytest.approx(40 / 2.5)
@@ -101,6 +109,8 @@ def test_bench_json_on_a_two_prompt_file_has_every_field(cli, shared_model, tmp_
         assert overall_keys <= set(figures) and "per_position_acceptance" in figures
         assert figures["baseline_tokens_per_s"] > 0 and figures["spec_tokens_per_s"] > 0 and figures["speedup"] > 0
         assert figures["identical_answers"] == figures["prompts"]  # greedy speculation is lossless
+        parts = figures["round_drafting_ms"] + figures["round_verifying_ms"]
+        assert 0 < figures["round_verifying_ms"] and parts <= figures["round_ms"] and figures["baseline_step_ms"] > 0
     assert report["overall"]["prompts"] == 2
     assert set(report["peers"]) == {"hf_generate", "hf_assisted"}
     for peer in report["peers"].values():
@@ -117,14 +127,16 @@ def test_table_shows_categories_overall_peers_and_how_speedup_is_averaged():
 
     from specchat.bench.report import render
 
-    results = [PromptResult(BenchPrompt(c, ("q",)), baseline=_m(10, 1.0), spec=_m(10, 0.5, 3, 6, 4, ([3, 3], [3, 1])),
+    results = [PromptResult(BenchPrompt(c, ("q",)), baseline=_m(10, 1.0),
+                            spec=_m(10, 0.5, 3, 6, 4, ([3, 3], [3, 1]), draft_s=0.15, verify_s=0.3),
                             peers={"hf_assisted": _m(10, 0.8)}) for c in ("qa", "math")]
     settings = {"target": "T", "drafter": "ngram", "device": "cpu", "k": "auto", "temperature": 0.0}
     out = io.StringIO()
     render(build_report(results, settings, {"hf_assisted": "transformers prompt lookup (10)"}), Console(file=out, width=160))
     text = out.getvalue()
     for fragment in ("qa", "math", "overall", "2.00×", "67%", "100% 33%", "transformers prompt lookup (10)",
-                     "1.25×", "1.60×", "geometric mean over prompts", "identical to the baseline's: 2/2"):
+                     "1.25×", "1.60×", "geometric mean over prompts", "identical to the baseline's: 2/2",
+                     "a round took 166.7 ms (drafting 50.0, verifying 100.0, the rest 16.7); a plain step 100.0 ms"):
         assert fragment in text, fragment
 
 
