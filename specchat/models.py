@@ -192,9 +192,11 @@ def _quantization(quant: str, device: torch.device):
     except ImportError as exc:
         raise ModelError(f"--quant {quant} needs bitsandbytes: pip install bitsandbytes") from exc
     if quant == "4bit":
-        compute = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+        # fp32 arithmetic (see _load): in bf16 a k-token verify pass rounds differently
+        # from single-token steps, and greedy answers diverged on 5 of 12 bench prompts
+        # on an H100 (4 of 6 on this CPU; none in fp32).
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_compute_dtype=compute), "nf4"
+                                  bnb_4bit_compute_dtype=torch.float32), "nf4"
     return BitsAndBytesConfig(load_in_8bit=True), "int8"
 
 
@@ -206,8 +208,11 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
     source, name = _locate(spec, progress)
     quant = resolve_quant(quant, device)
     qconfig, precision = _quantization(quant, device)
-    if quant == "fp16":
-        dtype = torch.float32  # fp16 GEMM weights, everything else (norms, attention) in fp32
+    if quant in ("fp16", "4bit"):
+        # Compact weights, fp32 arithmetic everywhere else (norms, attention, logits):
+        # then a position's logits barely depend on how many tokens were fed with it,
+        # so speculation gives the target's own greedy answer (README, Numerics).
+        dtype = torch.float32
     dtype = dtype or (torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16)
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None)
     if qconfig is not None:

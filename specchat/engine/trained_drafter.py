@@ -423,17 +423,16 @@ def load_trained_drafter(target, directory: Path | None = None, *, name: str = "
     """A shipped drafter for a loaded target (`specchat.models.LoadedModel`).
 
     dtype defaults to float32 on the CPU (no bf16 matrix units on most CPUs, and the
-    drafter is small) and to the target's compute dtype on CUDA. quant "4bit"
-    quantizes its linear layers to NF4 (computing in that dtype); "fp16" packs them
-    for fbgemm's fp16 GEMM on the CPU (computing in float32), as the target is.
+    drafter is small) and to the target's activation dtype on CUDA (float32 for the
+    4-bit default). quant "4bit" quantizes its linear layers to NF4 (computing in that
+    dtype); "fp16" packs them for fbgemm's fp16 GEMM on the CPU (computing in float32),
+    as the target is.
     """
     directory = directory or weights_dir(name)
     if quant == "fp16":
         dtype = torch.float32
     if dtype is None:
-        cuda_bf16 = target.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        dtype = torch.float32 if target.device.type == "cpu" and quant != "4bit" else \
-            torch.bfloat16 if cuda_bf16 or target.device.type == "cpu" else torch.float16
+        dtype = torch.float32 if target.device.type == "cpu" else target.model.dtype
     # The target's table is shared as it is (rows are cast after lookup), not copied.
     embed = target.model.get_input_embeddings().weight.detach()
     model = DraftModel.load(directory, embed, dtype)
