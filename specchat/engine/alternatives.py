@@ -35,10 +35,12 @@ from specchat.engine.sampling import Verdict
 def cheap_width(device: torch.device, precision: str) -> int:
     """How wide "auto" fills a verify pass. The fp16-packed CPU default: 6 (one pass
     over 1 / 2 / 4 / 6 / 8 tokens took 53 / 62 / 68 / 72 / 82 ms on a 2-core EPYC: 5
-    and 6 cost the same, 7 jumps). A CUDA pass of a small model is bound by kernel
-    launches, flat well beyond 8: 8 (not yet measured on a GPU here). Elsewhere (bf16
-    or 4-bit on a CPU: each token fed costs nearly a step) 1: no alternatives unless
-    asked for."""
+    and 6 cost the same, 7 jumps). On CUDA 8: a pass of the embedded target in NF4 on
+    an H100 is bound by the host (~6,000 small ops a pass), so 1 / 2 / 4 / 8 / 16 / 32
+    tokens took 40 / 48 / 54 / 34 / 30 / 35 ms (medians of 30; the spread between runs
+    is larger than any width effect); a larger target turns compute-bound sooner, so
+    not more than 8. Elsewhere (bf16 or 4-bit on a CPU: each token fed costs nearly a
+    step) 1: no alternatives unless asked for."""
     if device.type == "cuda":
         return 8
     return 6 if precision == "fp16-packed" else 1
