@@ -194,7 +194,7 @@ def _quantization(quant: str, device: torch.device):
     if quant == "4bit":
         # fp32 arithmetic (see _load): in bf16 a k-token verify pass rounds differently
         # from single-token steps, and greedy answers diverged on 5 of 12 bench prompts
-        # on an H100 (4 of 6 on this CPU; none in fp32).
+        # on an H100, on 4 of 6 on a CPU (where fp32 kept all 6).
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_compute_dtype=torch.float32), "nf4"
     return BitsAndBytesConfig(load_in_8bit=True), "int8"
