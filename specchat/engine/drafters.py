@@ -73,11 +73,13 @@ def top_alternatives(position: int, probs: torch.Tensor, chosen: int, ids: torch
     """The likeliest tokens other than `chosen` in a drafter distribution `probs`
     (over `ids`, the token ids of its entries, when it covers a subset)."""
     top = torch.topk(probs, ALTERNATIVES_PER_POSITION + 1)
-    out = []
-    for p, index in zip(top.values.tolist(), top.indices.tolist()):
-        token = int(ids[index]) if ids is not None else int(index)
-        if token != chosen and p > 0:
-            out.append(Alternative(position, token, float(p)))
+    tokens = (ids[top.indices] if ids is not None else top.indices).tolist()
+    return alternatives_among(position, list(zip(tokens, top.values.tolist())), chosen)
+
+
+def alternatives_among(position: int, likeliest: list[tuple[int, float]], chosen: int) -> list[Alternative]:
+    """Alternatives at `position` from (token, p) pairs in falling p: all but `chosen`."""
+    out = [Alternative(position, token, p) for token, p in likeliest if token != chosen and p > 0]
     return out[:ALTERNATIVES_PER_POSITION]
 
 

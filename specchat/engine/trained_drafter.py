@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specchat.engine.drafters import Alternative, Proposal, choose_alternatives, find_continuation, top_alternatives
+from specchat.engine.drafters import (ALTERNATIVES_PER_POSITION, Alternative, Proposal, alternatives_among,
+                                     choose_alternatives, find_continuation)
 from specchat.engine.forward import common_prefix
 from specchat.engine.fp16_linear import pack_fp16, replace_linears
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, sample
@@ -275,6 +276,21 @@ def lookup(tokens: list[int], max_n: int = 3, min_n: int = 2, window: int = 2048
     return follow[0] if follow else None
 
 
+def read_greedy(model: DraftModel, logits: torch.Tensor, likeliest: int) -> tuple[int, float, list[tuple[int, float]]]:
+    """(target id of the argmax, its probability, the `likeliest` top (id, p) pairs)
+    from draft-vocabulary logits, read from the device in one transfer: on CUDA each
+    read waits for the device, and a drafted token used to make six to eight."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    best = torch.argmax(logits).view(1)
+    parts = [model.vocab_ids[best].double(), probs[best].double()]
+    if likeliest:
+        top = torch.topk(probs, likeliest)
+        parts += [model.vocab_ids[top.indices].double(), top.values.double()]
+    values = torch.cat(parts).tolist()  # ids are exact in float64
+    ids, ps = values[2:2 + likeliest], values[2 + likeliest:]
+    return int(values[0]), values[1], [(int(t), p) for t, p in zip(ids, ps)]
+
+
 def pick_draft_token(model: DraftModel, logits: torch.Tensor | None, sampling: SamplingSettings,
                      generator: torch.Generator | None, copied: int | None) -> tuple[int, float, torch.Tensor | None]:
     """One drafted token: (target id, drafter probability, its full-vocabulary
@@ -287,8 +303,8 @@ def pick_draft_token(model: DraftModel, logits: torch.Tensor | None, sampling: S
         return copied, 1.0, dist
     if sampling.greedy:
         # Greedy needs no full-vocabulary tensor: argmax and p in the subset.
-        index = int(torch.argmax(logits))
-        return int(model.vocab_ids[index]), float(torch.softmax(logits.float(), dim=-1)[index]), None
+        token, p, _ = read_greedy(model, logits, 0)
+        return token, p, None
     # Draft logits placed on the target's vocabulary; -inf outside the subset, so the
     # distribution is zero there (still valid for rejection sampling).
     full = logits.new_full((model.cfg.target_vocab,), float("-inf"), dtype=torch.float32)
@@ -324,9 +340,13 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
         # The model's logits are at hand for a copied token too when nothing is unfed:
         # its own guesses there are alternatives to the copy.
         logits = logits_of(output) if copied is None or (wants_alternatives and not unfed) else None
-        token, p, dist = pick_draft_token(model, logits, sampling, generator, copied)
-        if logits is not None and wants_alternatives:
-            candidates += top_alternatives(i, torch.softmax(logits.float(), dim=-1), token, model.vocab_ids)
+        if wants_alternatives and logits is not None:
+            # The pick and its alternatives in one read from the device.
+            best, best_p, likeliest = read_greedy(model, logits, ALTERNATIVES_PER_POSITION + 1)
+            token, p, dist = (copied, 1.0, None) if copied is not None else (best, best_p, None)
+            candidates += alternatives_among(i, likeliest, token)
+        else:
+            token, p, dist = pick_draft_token(model, logits, sampling, generator, copied)
         if dist is not None:
             dists.append(dist)
         ids.append(token)

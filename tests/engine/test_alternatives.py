@@ -142,3 +142,26 @@ def test_shipped_drafter_alternatives_keep_the_embedded_targets_greedy_answer(em
         k=1, alternatives=4, max_new_tokens=40)).send(prompt))
     assert events[-1].text == plain[-1].text and plain[-1].text
     assert events[-1].totals.alternatives_accepted > 0
+
+
+def test_trained_drafter_reads_its_pick_and_alternatives_in_one_transfer():
+    # read_greedy returns what argmax, softmax and topk give one by one (it only
+    # gathers them into one device read); vocab ids map draft entries to target ids.
+    from specchat.engine.drafters import alternatives_among
+    from specchat.engine.trained_drafter import DraftConfig, DraftModel, read_greedy
+
+    torch.manual_seed(0)
+    cfg = DraftConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+                      intermediate_size=64, draft_vocab=50, target_vocab=400)
+    model = DraftModel(cfg, torch.randn(400, 32), torch.randperm(400)[:50])
+    for _ in range(20):
+        logits = torch.randn(50) * 3
+        probs = torch.softmax(logits, dim=-1)
+        best = int(torch.argmax(logits))
+        token, p, likeliest = read_greedy(model, logits, 4)
+        assert token == int(model.vocab_ids[best]) and p == float(probs[best])
+        top = torch.topk(probs, 4)
+        assert likeliest == [(int(model.vocab_ids[i]), float(q)) for q, i in zip(top.values, top.indices)]
+        alternatives = alternatives_among(2, likeliest, token)
+        assert [a.token_id for a in alternatives] == [t for t, _ in likeliest if t != token][:3]
+        assert all(a.position == 2 for a in alternatives)
