@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                 g.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, dest=dest)
             else:
                 g.add_argument(flag, type=type(f.default), default=f.default, dest=dest,
-                               help=f"(default: {f.default})")
+                               choices=f.metadata.get("choices"), help=f"(default: {f.default})")
     parser.add_argument("--seed", type=int, default=0, help="seed for prompts, sampling, data order (default: 0)")
     return parser
 
@@ -73,5 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir or _default_work_dir()
     out = args.out or work / "smoldraft"
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    run(work, out, data, train, target_spec=args.target, argv=argv, log=log)
+    try:
+        run(work, out, data, train, target_spec=args.target, argv=argv, log=log)
+    except ValueError as exc:  # settings that cannot run here, or a work dir made with others
+        print(f"specchat distill: error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -8,26 +8,37 @@ and the held-out evaluation.
 
 from __future__ import annotations
 
+import copy
 import platform
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from specchat.distill.datagen import DataSettings, generate_data, load_records
+from specchat.distill.datagen import DataSettings, answering_quant, generate_data, load_records
 from specchat.distill.features import compute_features, load_states
 from specchat.distill.train import (TrainSettings, evaluate, evaluate_state_drafter, init_from_target, make_example,
                                    train)
 from specchat.distill.vocab import choose_vocab, coverage, index_map
+from specchat.engine.fp16_linear import pack_fp16
 from specchat.engine.trained_drafter import DraftConfig
 
 
 def _bar(total: int, desc: str, initial: int = 0):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _batches(bar):
+    """A (done, total) progress callback that moves `bar`."""
+    def on_batch(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+    return on_batch
 
 
 def split_holdout(records: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -44,26 +55,23 @@ def run(work_dir: Path, out_dir: Path, data: DataSettings, settings: TrainSettin
     from specchat.models import load_target
 
     torch.manual_seed(settings.seed)
-    # The target runs in plain fp32 here: batched generation on a CPU without bf16 units
-    # is several times faster than in bf16 (measured: 70 vs 23 tokens/s at batch 16,
-    # 1 thread), and the drafter's layers are initialised from its weights, which the
-    # fp16-packed CPU default does not expose.
+    # Loaded in fp32: the drafter's layers are initialised from its weights, which the
+    # fp16-packed copy that answers (datagen.answering_quant) does not expose; bf16
+    # batched generation on a CPU without bf16 units is several times slower.
     target = load_target(target_spec, device="cpu", quant="none", dtype=torch.float32, progress=log)
     tokenizer = target.tokenizer
+    data = replace(data, target_quant=answering_quant(data.target_quant))  # recorded as run
+    answering = pack_fp16(copy.deepcopy(target.model)) if data.target_quant == "fp16" else target.model
 
-    bar = _bar(0, "answers (batches)")
-    def on_batch(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-    paths = generate_data(target.model, tokenizer, work_dir / "data", data, on_batch)
-    bar.close()
+    # Bars are closed before an error is reported, so the error has its own line.
+    with _bar(0, "answers (batches)") as bar:
+        paths = generate_data(answering, tokenizer, work_dir / "data", data, _batches(bar))
+    del answering
 
     records = load_records(paths)
     if settings.reads_target_states:
-        bar = _bar(0, "target states (batches)")
-        states = load_states(compute_features(target.model, paths, on_batch))
-        bar.close()
+        with _bar(0, "target states (batches)") as bar:
+            states = load_states(compute_features(target.model, paths, _batches(bar)))
         for rec, rec_states in zip(records, states):
             rec["states"] = rec_states
     train_recs, held = split_holdout(records, settings.holdout, settings.seed)
@@ -84,13 +92,12 @@ def run(work_dir: Path, out_dir: Path, data: DataSettings, settings: TrainSettin
     # Named by what shapes it, so a run on more data starts its own instead of failing.
     kind = "states-" if settings.reads_target_states else ""
     checkpoint = work_dir / f"checkpoint-{kind}{settings.layers}L-{len(vocab)}v-{len(records)}a-s{settings.seed}.pt"
-    bar = _bar(settings.steps, "training")
-    def on_step(step: int, loss: float, acc: float) -> None:
-        bar.n = step
-        bar.set_postfix(loss=f"{loss:.3f}", agree=f"{acc:.3f}", refresh=True)
     started = time.time()
-    train(model, [make_example(r, table, r.get("states")) for r in train_recs], settings, checkpoint, on_step)
-    bar.close()
+    with _bar(settings.steps, "training") as bar:
+        def on_step(step: int, loss: float, acc: float) -> None:
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.3f}", agree=f"{acc:.3f}", refresh=True)
+        train(model, [make_example(r, table, r.get("states")) for r in train_recs], settings, checkpoint, on_step)
     after = evaluate_held(False) if held else {}
     with_lookup = evaluate_held(True) if held else {}
     log(f"held-out greedy estimate before training {before}, after {after}, with lookup {with_lookup}")

@@ -34,6 +34,10 @@ def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["command"] == "specchat distill " + " ".join(argv)
     assert prov["seed"] == 3 and prov["train_settings"]["steps"] == 3
+    # "auto" is recorded as what the target answered in (fbgemm fp16 where it runs).
+    assert prov["data_settings"]["target_quant"] in ("fp16", "none")
+    assert json.loads((work / "data" / "settings.json").read_text())["target_quant"] == \
+        prov["data_settings"]["target_quant"]
     assert prov["data"]["answers"] == 3 and prov["heldout_eval_after"]["answers"] >= 1
     assert len(json.loads((out / "vocab.json").read_text())) <= 48
 
@@ -77,3 +81,14 @@ def test_distill_of_a_state_reading_drafter_end_to_end(tmp_path, embedded):
     plain = list(ChatSession(embedded, NoDrafter(), settings=settings).send("Say hello."))
     assert spec[-1].text == plain[-1].text
     assert spec[-1].totals.drafted > 0
+
+
+def test_distill_refuses_a_work_dir_made_with_other_settings_in_one_line(tmp_path, capsys):
+    data = tmp_path / "work" / "data"
+    data.mkdir(parents=True)
+    (data / "settings.json").write_text('{"batch_size": 7}')
+    argv = ["--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--threads", "1", *TINY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("specchat distill: error: ") and "other settings" in err[-1]
+    assert not (tmp_path / "out").exists()
