@@ -151,7 +151,8 @@ def _opt(name: str, help: str = "", default: Any = None, **kw: Any) -> Any:
 TargetOpt = Annotated[Optional[str], _opt(
     "--target", "Target model: embedded, a hub id, a local directory or a .gguf file.", _D.target)]
 DrafterOpt = Annotated[Optional[str], _opt(
-    "--drafter", "Drafter: ngram, none, or a model spec with the target's vocabulary.",
+    "--drafter", "Drafter: smoldraft (the embedded target's default), ngram, none, a directory "
+    "`specchat distill` wrote, or a model spec with the target's vocabulary.",
     f"{default_drafter('embedded')} for the embedded target")]
 KOpt = Annotated[Optional[str], _opt("--k", "Draft length, or auto (adaptive).", _D.k_label, metavar="N|auto")]
 AlternativesOpt = Annotated[Optional[str], _opt(

@@ -13,6 +13,7 @@ interrupted conversion is never loaded.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -263,15 +264,28 @@ def trained_drafter_quant(quant: str | None, device: torch.device) -> str:
     return quant
 
 
-def _load_shipped_drafter(name: str, target: LoadedModel, quant: str | None) -> Drafter:
-    from specchat.engine.trained_drafter import load_trained_drafter, weights_dir
+def _load_trained(directory: Path, name: str, trained_for: str, target: LoadedModel,
+                  quant: str | None) -> Drafter:
+    from specchat.engine.trained_drafter import load_trained_drafter
 
-    trained_for = SHIPPED_DRAFTERS[name]
     if target.spec != trained_for:
         raise ModelError(f"drafter {name!r} was trained for the {trained_for!r} target, not {target.spec!r}")
-    if not (weights_dir(name) / "model.safetensors").is_file():
-        raise ModelError(f"drafter {name!r} is missing from this installation ({weights_dir(name)})")
-    return load_trained_drafter(target, name=name, quant=trained_drafter_quant(quant, target.device))
+    if not (directory / "model.safetensors").is_file():
+        raise ModelError(f"drafter {name!r} is missing its weights ({directory / 'model.safetensors'})")
+    return load_trained_drafter(target, directory, name=name, quant=trained_drafter_quant(quant, target.device))
+
+
+def _distilled_dir(spec: str) -> Path | None:
+    """The directory `specchat distill --out` wrote, when spec names one."""
+    path = Path(spec).expanduser()
+    return path if (path / "provenance.json").is_file() and (path / "vocab.json").is_file() else None
+
+
+def _trained_for(directory: Path) -> str:
+    try:
+        return json.loads((directory / "provenance.json").read_text())["target"]["spec"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{directory}/provenance.json does not say which target it was trained for") from exc
 
 
 def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
@@ -282,7 +296,10 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
     if spec == "ngram":
         return NgramDrafter()
     if spec in SHIPPED_DRAFTERS:
-        return _load_shipped_drafter(spec, target, quant)
+        from specchat.engine.trained_drafter import weights_dir
+        return _load_trained(weights_dir(spec), spec, SHIPPED_DRAFTERS[spec], target, quant)
+    if (distilled := _distilled_dir(spec)) is not None:
+        return _load_trained(distilled, distilled.name, _trained_for(distilled), target, quant)
     if spec == target.spec:
         # The target drafting for itself: share the weights instead of loading twice.
         drafter_model = target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from specchat.distill import main
 from specchat.engine.sampling import SamplingSettings
 from specchat.engine.trained_drafter import load_trained_drafter
+from specchat.models import ModelError, load_drafter
 
 TINY = ["--prompts", "3", "--batch-size", "2", "--max-new-tokens", "6", "--sampled-every", "2",
         "--layers", "1", "--draft-vocab", "48", "--steps", "3", "--tokens-per-batch", "64",
@@ -42,6 +44,11 @@ def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
     assert len(json.loads((out / "vocab.json").read_text())) <= 48
 
     drafter = load_trained_drafter(embedded, out, name="tiny")
+    # What distill wrote is a drafter the engine takes by its directory.
+    assert type(load_drafter(str(out), embedded, quant="none")) is type(drafter)
+    other = dataclasses.replace(embedded, spec="some/other-model")
+    with pytest.raises(ModelError, match="trained for the 'embedded' target"):
+        load_drafter(str(out), other)
     proposal = drafter.propose(records[0]["prompt"], 4, SamplingSettings(), None)
     assert len(proposal.ids) == 4
     assert all(0 <= t < embedded.model.config.vocab_size for t in proposal.ids)
