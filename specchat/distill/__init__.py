@@ -1,17 +1,17 @@
 """Self-distillation of a drafter for the embedded target: `specchat distill`.
 
 `main(argv)` is the command line; `python -m specchat.distill --help` runs it too.
-The shipped drafter (specchat/weights/smoldraft) came from the defaults of its day,
+The shipped drafter (specchat/weights/smoldraft) came from
 
-    specchat distill --threads 2 --batch-size 32 --target-quant none
+    specchat distill --threads 2 --batch-size 32
 
-whose answers `generate()` made in fp32: about 80 minutes of answer generation on this
+when `generate()` made the answers: about 80 minutes of answer generation on this
 project's shared 2-core machine (76 batches of 32, about a minute each) and 11 of
 training (1,000 steps); provenance.json next to the weights records the exact command
 and settings. The batched loop that answers now (batch_decode.py) gives the same fp32
-answers (32 of 32 compared) and answers fp16-packed 64 at a time by default: 4,864
-answers took 40 minutes (0.5 s an answer against ~2 s), so the defaults (2,432
-answers, 1,000 steps) now run in about half an hour.
+greedy answers (32 of 32 compared; sampled batches draw differently) about twice as
+fast, 64 at a time by default (0.6 s an answer late in stop 13, 0.4 with
+`--target-quant fp16`), so the defaults run in about 40 minutes.
 `--prompts 1216 --steps 600` makes the previous drafter (held out, acceptance at k = 4
 with lookup 0.32 against the shipped one's 0.35).
 `--reads-target-states` trains the EAGLE-style kind instead (feature_drafter.py), after
