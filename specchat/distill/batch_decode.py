@@ -16,6 +16,7 @@ row's position: the soft labels the drafter learns from.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -74,13 +75,6 @@ def _shared_prefix(prompts: list[list[int]]) -> int:
     return shared
 
 
-def _copy(cache: DynamicCache, model: PreTrainedModel) -> DynamicCache:
-    clone = new_cache(model)
-    for index, layer in enumerate(cache.layers):
-        clone.update(layer.keys.clone(), layer.values.clone(), index)
-    return clone
-
-
 @torch.inference_mode()
 def _prefill_rows(model: PreTrainedModel, prompts: list[list[int]], room: int) -> tuple[DynamicCache, torch.Tensor]:
     """A batch cache holding every prompt but its last id, left-padded to one width
@@ -92,7 +86,7 @@ def _prefill_rows(model: PreTrainedModel, prompts: list[list[int]], room: int) -
         model(input_ids=torch.tensor([prompts[0][:shared]]), cache=prefix, use_cache=True, logits_to_keep=1)
     rows = []
     for prompt in prompts:
-        cache = _copy(prefix, model) if shared else new_cache(model)
+        cache = copy.deepcopy(prefix)
         rest = prompt[shared:-1]
         if rest:
             model(input_ids=torch.tensor([rest]), cache=cache, use_cache=True, logits_to_keep=1)
