@@ -8,7 +8,12 @@ fbgemm-packed, 1.5× as fast here, but the drafter trained on 2,432 such answers
 little worse on the bench (acceptance at k = 4 0.27 against 0.29; not separated from
 the sampled batches' different random draws).
 
-Each record keeps the templated prompt ids, the answer ids, and `labels`: the target's
+Part of every batch after the first is built on earlier answers (followups.py: second
+turns, summaries, questions over documents), so shard i depends on shards before it;
+a resumed run rebuilds those prompts from the shards on disk.
+
+Each record keeps the prompt ids, its chat (`messages`, `text` the last user turn,
+`derived` whether it was built on earlier answers), the answer ids, and `labels`: the target's
 argmax at every answer position, and its top-k log-probabilities there. For greedy batches the labels are the answer shifted
 by one; for sampled batches they are what greedy decoding would have said there, which
 is what a greedy drafter must predict, seen in contexts greedy decoding rarely reaches.
@@ -17,6 +22,7 @@ is what a greedy drafter must predict, seen in contexts greedy decoding rarely r
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,6 +30,7 @@ from typing import Callable
 import torch
 
 from specchat.distill.batch_decode import decode_batch
+from specchat.distill.followups import Exchange, derived_count, derived_messages
 from specchat.distill.prompts import make_prompts
 
 
@@ -39,6 +46,8 @@ class DataSettings:
     top_k_saved: int = 16  # target log-probs kept per position
     # How the target answers: none (fp32), fp16 (packed), auto (fp16 where it runs).
     target_quant: str = field(default="none", metadata={"choices": ("none", "fp16", "auto")})
+    # Share of each batch after the first built on earlier answers (followups.py).
+    derived_share: float = 0.375
     seed: int = 0
 
 
@@ -53,10 +62,11 @@ def answering_quant(asked: str) -> str:
     return asked
 
 
-def chat_ids(tokenizer, user_text: str) -> list[int]:
-    """The prompt exactly as ChatSession templates a first turn (no system prompt)."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": user_text}],
-                                         tokenize=False, add_generation_prompt=True)
+def chat_ids(tokenizer, chat: str | list[dict]) -> list[int]:
+    """The prompt exactly as ChatSession templates it (no system prompt): a first
+    turn's text, or the messages of a chat ending with the user's turn."""
+    messages = [{"role": "user", "content": chat}] if isinstance(chat, str) else chat
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -87,25 +97,41 @@ def generate_data(model, tokenizer, data_dir: Path, settings: DataSettings,
         raise ValueError(f"{data_dir} holds data made with other settings "
                          f"({recorded.read_text().strip()}); use another work dir or remove it")
     recorded.write_text(json.dumps(mine, indent=2) + "\n")
-    texts = make_prompts(settings.prompts, settings.seed)
-    order = list(range(len(texts)))
-    batches = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+    layout = batch_layout(settings)
+    texts = iter(make_prompts(sum(n - d for n, d in layout), settings.seed))
+    earlier: list[Exchange] = []  # first-turn exchanges of the shards before this one
     paths = []
-    for index, batch in enumerate(batches):
+    for index, (size, derived) in enumerate(layout):
         path = shard_path(data_dir, index)
         paths.append(path)
+        chats = [next(texts) for _ in range(size - derived)]
+        rng = random.Random(settings.seed * 1_000_003 + index)
+        chats += [derived_messages(rng, earlier) for _ in range(derived)]
         if not path.exists():
             sampled = settings.sampled_every > 0 and index % settings.sampled_every == settings.sampled_every - 1
-            records = generate_batch(model, tokenizer, [chat_ids(tokenizer, texts[i]) for i in batch],
+            records = generate_batch(model, tokenizer, [chat_ids(tokenizer, c) for c in chats],
                                      settings, sampled, settings.seed * 100_003 + index)
-            for i, rec in zip(batch, records):
-                rec["text"] = texts[i]
+            for n, (chat, rec) in enumerate(zip(chats, records)):
+                rec["derived"] = n >= size - derived
+                rec["messages"] = [{"role": "user", "content": chat}] if isinstance(chat, str) else chat
+                rec["text"] = rec["messages"][-1]["content"]
             tmp = path.with_suffix(".tmp")
             torch.save(records, tmp)
             tmp.replace(path)  # a shard is either whole or absent
+        else:
+            records = torch.load(path)
+        earlier += [Exchange(rec["text"], tokenizer.decode(rec["answer"], skip_special_tokens=True))
+                    for rec in records if not rec["derived"]]
         if progress:
-            progress(index + 1, len(batches))
+            progress(index + 1, len(layout))
     return paths
+
+
+def batch_layout(settings: DataSettings) -> list[tuple[int, int]]:
+    """(prompts, of which built on earlier answers) for every batch, in order."""
+    sizes = [min(settings.batch_size, settings.prompts - start)
+             for start in range(0, settings.prompts, settings.batch_size)]
+    return [(n, derived_count(i, n, settings.derived_share)) for i, n in enumerate(sizes)]
 
 
 def load_records(paths: list[Path]) -> list[dict]:

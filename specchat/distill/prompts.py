@@ -5,7 +5,8 @@ prompts cover the kinds of chat a user brings (and the kinds `specchat bench`
 measures: conversation, translation, summarization, questions, arithmetic,
 answering from documents) without copying the benchmark's prompts. Every prompt is
 a template filled from small word lists with a seeded RNG, so the set is
-reproducible from (seed, count) alone.
+reproducible from (seed, count) alone. These are the first turns; followups.py builds
+the rest of the set on the target's answers to them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,37 @@ TOPICS = (
     "airplanes", "the ocean", "rain", "snow", "thunderstorms", "rainbows", "magnets",
     "electricity", "batteries", "gravity", "light", "sound", "atoms", "DNA", "evolution",
     "antibiotics", "the brain", "memory", "habits", "motivation", "libraries", "museums",
+    # Everyday things and ideas a user asks about, so questions reach beyond one field.
+    "microwaves", "smartphones", "touch screens", "GPS", "Wi-Fi", "email", "passwords", "spam",
+    "search engines", "social media", "video games", "3D printing", "robots", "drones",
+    "satellites", "rockets", "the space station", "telescopes", "microscopes", "lasers",
+    "plastic", "glass", "steel", "concrete", "paper", "cotton", "wool", "rubber", "soap",
+    "vinegar", "yeast", "cheese", "chocolate", "rice", "potatoes", "spices", "olive oil",
+    "sugar", "salt", "vitamins", "allergies", "the common cold", "fever", "headaches",
+    "blood pressure", "the lungs", "the skin", "bones", "muscles", "teeth", "eyesight",
+    "hearing", "dreams", "stress", "laughter", "emotions", "empathy", "curiosity", "creativity",
+    "tides", "ocean currents", "clouds", "fog", "wind", "hurricanes", "tornadoes", "lightning",
+    "seasons", "the sun", "eclipses", "comets", "the Milky Way", "planets", "stars",
+    "fossils", "rocks and minerals", "soil", "rivers", "lakes", "mountains", "caves", "islands",
+    "forests", "wetlands", "grasslands", "wolves", "whales", "octopuses", "ants", "butterflies",
+    "spiders", "frogs", "owls", "penguins", "elephants", "sharks", "trees", "mushrooms", "seeds",
+    "pollination", "food chains", "ecosystems", "pollution", "air quality", "clean water",
+    "nuclear power", "hydropower", "fossil fuels", "energy saving", "insulation", "heat pumps",
+    "bridges", "tunnels", "skyscrapers", "roads", "traffic", "public transport", "ships",
+    "the post office", "banks", "taxes", "insurance", "loans", "prices", "supply and demand",
+    "trade", "money", "small businesses", "advertising", "marketing", "customer service",
+    "elections", "laws", "courts", "human rights", "the United Nations", "cities", "villages",
+    "farming", "fishing", "tourism", "newspapers", "radio", "television", "films", "theatre",
+    "dance", "sculpture", "architecture", "novels", "fairy tales", "myths", "languages",
+    "writing systems", "mathematics", "fractions", "percentages", "statistics", "probability",
+    "geometry", "algebra", "maps", "calendars", "clocks", "time zones", "the Olympic Games",
+    "swimming", "tennis", "basketball", "yoga", "hiking", "camping", "cooking", "baking",
+    "knitting", "woodworking", "board games", "puzzles", "volunteering", "parenting",
+    "teenagers", "old age", "schools", "homework", "exams", "universities", "teachers",
+    "doctors", "nurses", "hospitals", "firefighters", "pilots", "engineers", "scientists",
+    "farmers", "the Renaissance", "ancient Egypt", "ancient Greece", "the Vikings", "castles",
+    "the Silk Road", "explorers", "inventions", "the telephone", "the light bulb", "the wheel",
+    "writing", "printing", "vaccination campaigns", "hand washing", "first aid",
 )
 
 SUBJECTS = (
@@ -66,6 +98,49 @@ FOREIGN = (
     "Der Zug nach Berlin fährt um zehn Uhr ab.",
 )
 
+# Translation sentences are built from parts, so the set does not run out of them
+# (twelve fixed sentences used to give at most 90 distinct translation prompts).
+_EN_WHO = ("My sister", "Our neighbour", "The teacher", "The new manager", "My friend from school",
+           "The little boy", "The old man next door", "Our guide", "The doctor", "My grandmother",
+           "The bus driver", "Everyone in my class")
+_EN_DOES = ("cooks dinner for the whole family", "is looking for a cheaper flat", "reads the newspaper",
+            "waits for the bus in the rain", "works in a big hospital", "plays the piano",
+            "walks the dog in the park", "forgets where the keys are", "drinks tea with honey",
+            "takes the train to the city", "writes long letters to old friends",
+            "repairs bicycles in the garage", "buys fresh bread at the market", "speaks three languages",
+            "goes swimming in the lake", "answers the phone very politely")
+_EN_WHEN = ("every evening", "on Saturdays", "in the morning", "after work", "during the holidays",
+            "when it is cold", "twice a week", "on rainy days")
+_FOREIGN_PARTS = {  # (who, does, when) in French, Spanish and German, third person present
+    "fr": (("Mon frère", "La voisine", "Le professeur", "Notre fille", "Mon grand-père"),
+           ("prépare le dîner", "cherche un nouvel appartement", "lit le journal", "attend le bus",
+            "travaille dans un hôpital", "joue du piano", "promène le chien", "achète du pain frais"),
+           ("tous les soirs", "le samedi", "ce matin", "après le travail", "pendant les vacances")),
+    "es": (("Mi hermano", "La vecina", "El profesor", "Nuestra hija", "Mi abuelo"),
+           ("prepara la cena", "busca un piso nuevo", "lee el periódico", "espera el autobús",
+            "trabaja en un hospital", "toca el piano", "pasea al perro", "compra pan fresco"),
+           ("todas las noches", "los sábados", "esta mañana", "después del trabajo", "durante las vacaciones")),
+    "de": (("Mein Bruder", "Die Nachbarin", "Der Lehrer", "Unsere Tochter", "Mein Großvater"),
+           ("kocht das Abendessen", "sucht eine neue Wohnung", "liest die Zeitung", "wartet auf den Bus",
+            "arbeitet in einem Krankenhaus", "spielt Klavier", "geht mit dem Hund spazieren",
+            "kauft frisches Brot"),
+           ("jeden Abend", "am Samstag", "heute Morgen", "nach der Arbeit", "in den Ferien")),
+}
+
+
+def _english_sentence(rng: random.Random) -> str:
+    if rng.random() < 0.3:
+        return rng.choice(SENTENCES)
+    return f"{rng.choice(_EN_WHO)} {rng.choice(_EN_DOES)} {rng.choice(_EN_WHEN)}."
+
+
+def _foreign_sentence(rng: random.Random) -> str:
+    if rng.random() < 0.2:
+        return rng.choice(FOREIGN)
+    who, does, when = _FOREIGN_PARTS[rng.choice(tuple(_FOREIGN_PARTS))]
+    return f"{rng.choice(who)} {rng.choice(does)} {rng.choice(when)}."
+
+
 _SIMPLE = (
     "Explain {t} in simple terms.", "What is {t}?", "Tell me three interesting facts about {t}.",
     "Why is {t} important?", "How does {t} work?", "Write a short paragraph about {t}.",
@@ -76,6 +151,14 @@ _SIMPLE = (
     "What questions do people often ask about {t}? Answer two of them.",
     "Compare {t} and {u}.", "What is the connection between {t} and {u}?",
     "Write a short blog post introduction about {t}.", "Describe {t} in one paragraph.",
+    "What is the difference between {t} and {u}?", "What causes problems with {t}?",
+    "What would happen without {t}?", "How has {t} changed over the last hundred years?",
+    "Who uses {t}, and why?", "What should a beginner know about {t}?",
+    "Answer briefly: what is {t} used for?", "Is {t} good or bad for the environment? Explain.",
+    "Explain {t} with an everyday example.", "What are the main parts of {t}?",
+    "Why do some people find {t} hard to understand?", "Give a short definition of {t}.",
+    "What is one surprising thing about {t}?", "How is {t} measured or studied?",
+    "Write a short quiz with three questions about {t}, and give the answers.",
 )
 _CREATIVE = (
     "Write a short poem about {s}.", "Write a very short story about {s}.",
@@ -94,6 +177,12 @@ _CODE_TASKS = (
     "sorts a list of dictionaries by a key", "checks whether a word is a palindrome",
     "converts Celsius to Fahrenheit", "returns the Fibonacci numbers up to n",
     "merges two sorted lists", "counts how often each letter appears in a string",
+    "checks whether a year is a leap year", "computes the average of a list of numbers",
+    "finds the second largest number in a list", "turns a sentence into title case",
+    "counts the vowels in a word", "prints a multiplication table", "checks whether two words are anagrams",
+    "splits a list into chunks of equal size", "finds the common elements of two lists",
+    "converts a number of seconds into hours and minutes", "validates a simple email address",
+    "writes a list of names to a CSV file",
 )
 _ADVICE = (
     "I feel tired every afternoon. What can I do?", "How can I stay focused while studying?",
@@ -165,8 +254,8 @@ def make_prompts(count: int, seed: int = 0) -> list[str]:
         (8, lambda: rng.choice(_CODE).format(c=rng.choice(_CODE_TASKS))),
         (6, lambda: rng.choice(_ADVICE)),
         (10, lambda: _math(rng)),
-        (8, lambda: f"Translate into {rng.choice(LANGUAGES)}: {rng.choice(SENTENCES)}"),
-        (3, lambda: f"Translate into English: {rng.choice(FOREIGN)}"),
+        (8, lambda: f"Translate into {rng.choice(LANGUAGES)}: {_english_sentence(rng)}"),
+        (3, lambda: f"Translate into English: {_foreign_sentence(rng)}"),
         (8, lambda: _summarize(rng)),
         (8, lambda: _from_document(rng)),
     )

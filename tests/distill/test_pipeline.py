@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from specchat.distill import main
+from specchat.distill.datagen import chat_ids
+from specchat.distill.followups import as_document
 from specchat.engine import fp16_linear
 from specchat.engine.sampling import SamplingSettings
 from specchat.engine.trained_drafter import load_trained_drafter
 from specchat.models import ModelError, load_drafter
 
-TINY = ["--prompts", "3", "--batch-size", "2", "--max-new-tokens", "6", "--sampled-every", "2",
+TINY = ["--prompts", "4", "--batch-size", "2", "--max-new-tokens", "6", "--sampled-every", "2",
         "--layers", "1", "--draft-vocab", "48", "--steps", "3", "--tokens-per-batch", "64",
         "--checkpoint-every", "2", "--holdout", "0.5", "--seed", "3"]
 
@@ -26,8 +28,14 @@ def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
     assert main(argv) == 0
 
     shards = sorted((work / "data").glob("shard_*.pt"))
-    assert len(shards) == 2  # 3 prompts in batches of 2
+    assert len(shards) == 2  # 4 prompts in batches of 2
     records = [r for s in shards for r in torch.load(s)]
+    # The second batch holds one prompt built on the first batch's answers (followups.py).
+    assert [r["derived"] for r in records] == [False, False, False, True]
+    derived = records[3]
+    assert derived["prompt"] == chat_ids(embedded.tokenizer, derived["messages"])
+    earlier = [as_document(embedded.tokenizer.decode(r["answer"], skip_special_tokens=True)) for r in records[:2]]
+    assert any(text in m["content"] for text in earlier for m in derived["messages"])
     assert any(r["sampled"] for r in records) and any(not r["sampled"] for r in records)
     for r in records:
         assert 0 < len(r["answer"]) <= 6 and len(r["labels"]) == len(r["answer"])
@@ -41,7 +49,7 @@ def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
     assert prov["data_settings"]["target_quant"] == ("fp16" if fp16_linear.available() else "none")
     assert json.loads((work / "data" / "settings.json").read_text())["target_quant"] == \
         prov["data_settings"]["target_quant"]
-    assert prov["data"]["answers"] == 3 and prov["heldout_eval_after"]["answers"] >= 1
+    assert prov["data"]["answers"] == 4 and prov["heldout_eval_after"]["answers"] >= 1
     assert len(json.loads((out / "vocab.json").read_text())) <= 48
 
     drafter = load_trained_drafter(embedded, out, name="tiny")
