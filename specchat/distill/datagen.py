@@ -31,7 +31,7 @@ import torch
 
 from specchat.distill.batch_decode import decode_batch
 from specchat.distill.followups import Exchange, derived_count, derived_messages
-from specchat.distill.prompts import make_prompts
+from specchat.distill.prompts import PROMPT_SETS, make_prompts
 
 
 @dataclass
@@ -46,9 +46,16 @@ class DataSettings:
     top_k_saved: int = 16  # target log-probs kept per position
     # How the target answers: none (fp32), fp16 (packed), auto (fp16 where it runs).
     target_quant: str = field(default="none", metadata={"choices": ("none", "fp16", "auto")})
-    # Share of each batch after the first built on earlier answers (followups.py).
-    derived_share: float = 0.375
+    # Which first turns (prompts.py), and the share of each batch after the first built
+    # on earlier answers (followups.py). The defaults make the shipped drafter's data;
+    # "wide" with 0.375 did not beat it on the bench (README, Drafters).
+    prompt_set: str = field(default="templated", metadata={"choices": PROMPT_SETS})
+    derived_share: float = 0.0
     seed: int = 0
+
+
+# What work dirs made before these settings existed used.
+_BEFORE_PROMPT_SETS = {"prompt_set": "templated", "derived_share": 0.0}
 
 
 def answering_quant(asked: str) -> str:
@@ -93,12 +100,12 @@ def generate_data(model, tokenizer, data_dir: Path, settings: DataSettings,
     # prefix-stable), so a run with more prompts extends a run with fewer.
     recorded = data_dir / "settings.json"
     mine = {k: v for k, v in asdict(settings).items() if k != "prompts"}
-    if recorded.exists() and json.loads(recorded.read_text()) != mine:
+    if recorded.exists() and {**_BEFORE_PROMPT_SETS, **json.loads(recorded.read_text())} != mine:
         raise ValueError(f"{data_dir} holds data made with other settings "
                          f"({recorded.read_text().strip()}); use another work dir or remove it")
     recorded.write_text(json.dumps(mine, indent=2) + "\n")
     layout = batch_layout(settings)
-    texts = iter(make_prompts(sum(n - d for n, d in layout), settings.seed))
+    texts = iter(make_prompts(sum(n - d for n, d in layout), settings.seed, settings.prompt_set))
     earlier: list[Exchange] = []  # first-turn exchanges of the shards before this one
     paths = []
     for index, (size, derived) in enumerate(layout):
@@ -121,7 +128,7 @@ def generate_data(model, tokenizer, data_dir: Path, settings: DataSettings,
         else:
             records = torch.load(path)
         earlier += [Exchange(rec["text"], tokenizer.decode(rec["answer"], skip_special_tokens=True))
-                    for rec in records if not rec["derived"]]
+                    for rec in records if not rec.get("derived", False)]
         if progress:
             progress(index + 1, len(layout))
     return paths

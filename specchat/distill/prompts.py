@@ -28,7 +28,11 @@ TOPICS = (
     "airplanes", "the ocean", "rain", "snow", "thunderstorms", "rainbows", "magnets",
     "electricity", "batteries", "gravity", "light", "sound", "atoms", "DNA", "evolution",
     "antibiotics", "the brain", "memory", "habits", "motivation", "libraries", "museums",
-    # Everyday things and ideas a user asks about, so questions reach beyond one field.
+)
+
+# The wide set's topics beyond those: everyday things and ideas a user asks about, so
+# questions reach beyond one field.
+_MORE_TOPICS = (
     "microwaves", "smartphones", "touch screens", "GPS", "Wi-Fi", "email", "passwords", "spam",
     "search engines", "social media", "video games", "3D printing", "robots", "drones",
     "satellites", "rockets", "the space station", "telescopes", "microscopes", "lasers",
@@ -151,6 +155,8 @@ _SIMPLE = (
     "What questions do people often ask about {t}? Answer two of them.",
     "Compare {t} and {u}.", "What is the connection between {t} and {u}?",
     "Write a short blog post introduction about {t}.", "Describe {t} in one paragraph.",
+)
+_MORE_SIMPLE = (
     "What is the difference between {t} and {u}?", "What causes problems with {t}?",
     "What would happen without {t}?", "How has {t} changed over the last hundred years?",
     "Who uses {t}, and why?", "What should a beginner know about {t}?",
@@ -177,6 +183,8 @@ _CODE_TASKS = (
     "sorts a list of dictionaries by a key", "checks whether a word is a palindrome",
     "converts Celsius to Fahrenheit", "returns the Fibonacci numbers up to n",
     "merges two sorted lists", "counts how often each letter appears in a string",
+)
+_MORE_CODE_TASKS = (
     "checks whether a year is a leap year", "computes the average of a list of numbers",
     "finds the second largest number in a list", "turns a sentence into title case",
     "counts the vowels in a word", "prints a multiplication table", "checks whether two words are anagrams",
@@ -243,19 +251,35 @@ def _math(rng: random.Random) -> str:
     return rng.choice(forms)
 
 
-def make_prompts(count: int, seed: int = 0) -> list[str]:
-    """`count` distinct user prompts, the same for the same (count, seed)."""
+PROMPT_SETS = ("templated", "wide")
+
+
+def make_prompts(count: int, seed: int = 0, prompt_set: str = "templated") -> list[str]:
+    """`count` distinct user prompts, the same for the same (count, seed, set).
+
+    "templated" is the set the shipped drafter was trained on; "wide" adds the
+    _MORE_* lists and builds translation sentences from parts, so it does not run out
+    of translation and code prompts (the templated set has 90 and 39 distinct ones,
+    so past ~2,000 prompts it holds only the other kinds)."""
+    if prompt_set not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {prompt_set!r} (choose from {', '.join(PROMPT_SETS)})")
+    wide = prompt_set == "wide"
     rng = random.Random(seed)
     seen: set[str] = set()
     out: list[str] = []
+    topics = TOPICS + _MORE_TOPICS if wide else TOPICS
+    simple = _SIMPLE + _MORE_SIMPLE if wide else _SIMPLE
+    code_tasks = _CODE_TASKS + _MORE_CODE_TASKS if wide else _CODE_TASKS
+    english = (lambda: _english_sentence(rng)) if wide else (lambda: rng.choice(SENTENCES))
+    foreign = (lambda: _foreign_sentence(rng)) if wide else (lambda: rng.choice(FOREIGN))
     makers = (
-        (30, lambda: rng.choice(_SIMPLE).format(t=rng.choice(TOPICS), u=rng.choice(TOPICS))),
-        (10, lambda: rng.choice(_CREATIVE).format(s=rng.choice(SUBJECTS + TOPICS))),
-        (8, lambda: rng.choice(_CODE).format(c=rng.choice(_CODE_TASKS))),
+        (30, lambda: rng.choice(simple).format(t=rng.choice(topics), u=rng.choice(topics))),
+        (10, lambda: rng.choice(_CREATIVE).format(s=rng.choice(SUBJECTS + topics))),
+        (8, lambda: rng.choice(_CODE).format(c=rng.choice(code_tasks))),
         (6, lambda: rng.choice(_ADVICE)),
         (10, lambda: _math(rng)),
-        (8, lambda: f"Translate into {rng.choice(LANGUAGES)}: {_english_sentence(rng)}"),
-        (3, lambda: f"Translate into English: {_foreign_sentence(rng)}"),
+        (8, lambda: f"Translate into {rng.choice(LANGUAGES)}: {english()}"),
+        (3, lambda: f"Translate into English: {foreign()}"),
         (8, lambda: _summarize(rng)),
         (8, lambda: _from_document(rng)),
     )

@@ -24,7 +24,8 @@ TINY = ["--prompts", "4", "--batch-size", "2", "--max-new-tokens", "6", "--sampl
 @pytest.mark.slow
 def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
     work, out = tmp_path / "work", tmp_path / "out"
-    argv = ["--work-dir", str(work), "--out", str(out), "--threads", "1", *TINY, "--target-quant", "auto"]
+    argv = ["--work-dir", str(work), "--out", str(out), "--threads", "1", *TINY, "--target-quant", "auto",
+            "--prompt-set", "wide", "--derived-share", "0.5"]
     assert main(argv) == 0
 
     shards = sorted((work / "data").glob("shard_*.pt"))
@@ -46,6 +47,7 @@ def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
     assert prov["command"] == "specchat distill " + " ".join(argv)
     assert prov["seed"] == 3 and prov["train_settings"]["steps"] == 3
     # "auto" is recorded as what the target answered in (fbgemm fp16 where it runs).
+    assert prov["data_settings"]["prompt_set"] == "wide" and prov["data_settings"]["derived_share"] == 0.5
     assert prov["data_settings"]["target_quant"] == ("fp16" if fp16_linear.available() else "none")
     assert json.loads((work / "data" / "settings.json").read_text())["target_quant"] == \
         prov["data_settings"]["target_quant"]

@@ -3,29 +3,45 @@ on the target's earlier answers."""
 
 from __future__ import annotations
 
+import hashlib
 import random
+
+import pytest
 
 from specchat.distill.datagen import DataSettings, batch_layout
 from specchat.distill.followups import (DOCUMENT_ASKS, FOLLOW_UPS, SUMMARY_ASKS, Exchange, as_document,
                                         derived_messages)
-from specchat.distill.prompts import make_prompts
+from specchat.distill.prompts import PROMPT_SETS, make_prompts
 
 
-def test_templated_prompts_are_distinct_reproducible_and_prefix_stable():
-    prompts = make_prompts(3000, seed=1)
+@pytest.mark.parametrize("prompt_set", PROMPT_SETS)
+def test_prompts_are_distinct_reproducible_and_prefix_stable(prompt_set):
+    prompts = make_prompts(3000, 1, prompt_set)
     assert len(set(prompts)) == 3000
-    assert make_prompts(3000, seed=1) == prompts
-    assert make_prompts(1000, seed=1) == prompts[:1000]  # a bigger run extends a smaller one
-    assert make_prompts(100, seed=2) != prompts[:100]
+    assert make_prompts(3000, 1, prompt_set) == prompts
+    assert make_prompts(1000, 1, prompt_set) == prompts[:1000]  # a bigger run extends a smaller one
+    assert make_prompts(100, 2, prompt_set) != prompts[:100]
 
 
-def test_translation_prompts_do_not_run_out():
-    # Twelve fixed sentences once capped them at 90 distinct prompts, so a big set
-    # held almost none past its first thousand.
-    late = make_prompts(4864)[2432:]
-    translations = [p for p in late if p.startswith("Translate")]
+def test_the_templated_set_is_still_the_one_the_shipped_drafter_was_trained_on():
+    # provenance.json's command reproduces the shipped data only while these stay the same.
+    shipped = make_prompts(2432, 0)
+    assert hashlib.sha256("\n".join(shipped).encode()).hexdigest() == \
+        "ad7b333df3e2c0ad1499da06b5d5452a8f766312e938833a9a43baca1bea8c38"
+
+
+def test_the_wide_set_does_not_run_out_of_translations():
+    # Twelve fixed sentences cap the templated set at 90 distinct translation prompts,
+    # so past its first ~2,000 it holds none.
+    assert not any(p.startswith("Translate") for p in make_prompts(4864)[2432:])
+    translations = [p for p in make_prompts(4864, 0, "wide")[2432:] if p.startswith("Translate")]
     assert len(translations) > 200
     assert sum(p.startswith("Translate into English") for p in translations) > 40
+
+
+def test_an_unknown_prompt_set_is_refused():
+    with pytest.raises(ValueError, match="unknown prompt set 'huge'"):
+        make_prompts(3, 0, "huge")
 
 
 def test_as_document_drops_a_sentence_cut_off_by_the_token_limit():
