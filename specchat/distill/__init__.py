@@ -14,6 +14,11 @@ fast, 64 at a time by default (0.6 s an answer late in stop 13, 0.4 with
 `--target-quant fp16`), so the defaults run in about 40 minutes.
 `--prompts 1216 --steps 600` makes the previous drafter (held out, acceptance at k = 4
 with lookup 0.32 against the shipped one's 0.35).
+`--prompts 4864 --layers 3 --steps 1500 --target-quant fp16` makes the best drafter so
+far (held out 0.385 acceptance at k = 4; about 40 minutes of answers and 25 of
+training), not shipped because its drafting costs twice as much and it was no faster
+(README, Drafters). `--prompt-set wide --derived-share 0.375` widens the prompts
+(followups.py); it did not help.
 `--reads-target-states` trains the EAGLE-style kind instead (feature_drafter.py), after
 one more pass of the target over the answers for its hidden states (about 15 s a
 batch of 32 with two threads: ~18 minutes for the default 2,432 answers).
