@@ -8,9 +8,10 @@ fbgemm-packed, 1.5× as fast here, but the drafter trained on 2,432 such answers
 little worse on the bench (acceptance at k = 4 0.27 against 0.29; not separated from
 the sampled batches' different random draws).
 
-Part of every batch after the first is built on earlier answers (followups.py: second
-turns, summaries, questions over documents), so shard i depends on shards before it;
-a resumed run rebuilds those prompts from the shards on disk.
+With `--derived-share` above 0, part of every batch after the first is built on
+earlier answers (followups.py: second turns, summaries, questions over documents), so
+shard i depends on shards before it; a resumed run rebuilds those prompts from the
+shards on disk.
 
 Each record keeps the prompt ids, its chat (`messages`, `text` the last user turn,
 `derived` whether it was built on earlier answers), the answer ids, and `labels`: the target's
@@ -95,6 +96,8 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], settings: DataSet
 def generate_data(model, tokenizer, data_dir: Path, settings: DataSettings,
                   progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Write every missing shard; return all shard paths in order."""
+    if not 0.0 <= settings.derived_share <= 1.0:
+        raise ValueError(f"--derived-share must be between 0 and 1, not {settings.derived_share}")
     data_dir.mkdir(parents=True, exist_ok=True)
     # Shard i depends on everything but the prompt count (the prompt list is
     # prefix-stable), so a run with more prompts extends a run with fewer.
@@ -125,10 +128,11 @@ def generate_data(model, tokenizer, data_dir: Path, settings: DataSettings,
             tmp = path.with_suffix(".tmp")
             torch.save(records, tmp)
             tmp.replace(path)  # a shard is either whole or absent
-        else:
+        elif settings.derived_share > 0:
             records = torch.load(path)
-        earlier += [Exchange(rec["text"], tokenizer.decode(rec["answer"], skip_special_tokens=True))
-                    for rec in records if not rec.get("derived", False)]
+        if settings.derived_share > 0:
+            earlier += [Exchange(rec["text"], tokenizer.decode(rec["answer"], skip_special_tokens=True))
+                        for rec in records if not rec.get("derived", False)]
         if progress:
             progress(index + 1, len(layout))
     return paths

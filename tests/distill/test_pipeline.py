@@ -110,3 +110,11 @@ def test_distill_refuses_a_work_dir_made_with_other_settings_in_one_line(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("specchat distill: error: ") and "other settings" in err[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_distill_refuses_a_derived_share_outside_0_to_1_in_one_line(tmp_path, capsys):
+    argv = ["--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--threads", "1", *TINY,
+            "--derived-share", "1.5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "specchat distill: error: --derived-share must be between 0 and 1, not 1.5"
