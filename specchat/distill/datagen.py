@@ -10,8 +10,8 @@ the sampled batches' different random draws).
 
 With `--derived-share` above 0, part of every batch after the first is built on
 earlier answers (followups.py: second turns, summaries, questions over documents), so
-shard i depends on shards before it; a resumed run rebuilds those prompts from the
-shards on disk.
+shard i depends on shards before it; a resumed run builds the missing shards' prompts
+from the shards on disk, as the first run would have.
 
 Each record keeps the prompt ids, its chat (`messages`, `text` the last user turn,
 `derived` whether it was built on earlier answers), the answer ids, and `labels`: the target's
@@ -70,11 +70,15 @@ def answering_quant(asked: str) -> str:
     return asked
 
 
+def as_messages(chat: str | list[dict]) -> list[dict]:
+    """A first turn's text as a one-message chat; a chat as it is."""
+    return [{"role": "user", "content": chat}] if isinstance(chat, str) else chat
+
+
 def chat_ids(tokenizer, chat: str | list[dict]) -> list[int]:
     """The prompt exactly as ChatSession templates it (no system prompt): a first
     turn's text, or the messages of a chat ending with the user's turn."""
-    messages = [{"role": "user", "content": chat}] if isinstance(chat, str) else chat
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(as_messages(chat), tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -114,16 +118,16 @@ def generate_data(model, tokenizer, data_dir: Path, settings: DataSettings,
     for index, (size, derived) in enumerate(layout):
         path = shard_path(data_dir, index)
         paths.append(path)
-        chats = [next(texts) for _ in range(size - derived)]
-        rng = random.Random(settings.seed * 1_000_003 + index)
-        chats += [derived_messages(rng, earlier) for _ in range(derived)]
+        chats: list = [next(texts) for _ in range(size - derived)]  # consumed even when the shard exists
         if not path.exists():
+            rng = random.Random(settings.seed * 1_000_003 + index)
+            chats += [derived_messages(rng, earlier) for _ in range(derived)]
             sampled = settings.sampled_every > 0 and index % settings.sampled_every == settings.sampled_every - 1
             records = generate_batch(model, tokenizer, [chat_ids(tokenizer, c) for c in chats],
                                      settings, sampled, settings.seed * 100_003 + index)
             for n, (chat, rec) in enumerate(zip(chats, records)):
                 rec["derived"] = n >= size - derived
-                rec["messages"] = [{"role": "user", "content": chat}] if isinstance(chat, str) else chat
+                rec["messages"] = as_messages(chat)
                 rec["text"] = rec["messages"][-1]["content"]
             tmp = path.with_suffix(".tmp")
             torch.save(records, tmp)
