@@ -1,39 +1,58 @@
-"""How many tokens to draft each round: fixed, or chosen from measurements.
+"""How many tokens to draft each round: fixed, or decided inside the round.
 
-The adaptive rule (`AdaptiveK`) picks the k that maximises expected tokens per
-second of the next round:
+The adaptive rule (`AdaptiveK`) makes three decisions, all from measurements:
 
-    E[tokens](k) = 1 + sum_{j=1..k} prod_{i=1..j} a_i
-    time(k)      = k * draft_cost + verify_cost(k + 1 + spare(k))
+1. before a round, whether to draft at all (`choose`): yes while the rounds that
+   drafted have lately gained tokens over plain steps in the same time, or lost
+   less than about one (each round gains its tokens minus its time in plain steps);
+   otherwise plain decoding, with a probe now and then (at growing gaps) so it
+   notices when the text becomes predictable again;
+2. while drafting, after each drafted token, whether to draft another (`draft_more`);
+3. after drafting, how many of the drafts to verify, and whether to verify the
+   drafter's alternatives beside them (`submit`).
 
-a_i is the measured probability that drafted position i is accepted given that the
-ones before it were (decayed counts, so it follows the conversation);
-verify_cost(m) is the measured time of a target forward over m tokens; draft_cost
-the measured time per drafted token; spare(k) the alternatives verified beside a
-run of k (alternatives.py), and a position counts as accepted when its drafted token
-or an alternative there was. Measured, not assumed: with bf16 weights on a
-CPU a verify pass of 4 tokens costs about twice a single step, with fp16-packed
-weights (the CPU default) or on a GPU almost the same, and the same rule does the
-right thing on all of them. k = 0 is plain decoding; when the
-drafter does not pay the rule settles there, probing a short draft now and then
-(with growing gaps) so it notices when the text becomes predictable again.
+2 and 3 read the drafter's own probability p of each drafted token through a
+calibration measured in this conversation: P(accepted | the drafts before it held)
+by p, in tenths, with a bucket of its own for certain drafts (prompt-lookup copies
+have p = 1). With R_i the probability that drafts 1..i all hold, verifying the
+first n is worth
+
+    rate(n) = (1 + R_1 + ... + R_n + alternatives) / (drafting time + verify_cost(fed))
+
+tokens per second, and `submit` keeps the best n. An alternative at position i is
+worth R_i-1 * (1 - P(draft i holds)) * P(it is the target's token when draft i is
+not), the last calibrated the same way by the alternative's p; it adds one token
+(the one after it) and widens the pass by one. verify_cost(m) is the measured time
+of a target forward over m tokens, so the same rule cuts runs short where each
+verified token costs time (bf16 on a CPU) and verifies long runs and alternatives
+where a wide pass costs little more than a narrow one (fp16-packed, CUDA).
+
+A fixed length cannot do this: a run of confident drafts or lookup copies (on the
+bench a copy is accepted about 3 times in 4) goes on, while a run is cut where the
+drafter is unsure (p < 0.2: accepted fewer than 1 time in 10).
+
+Greedy rounds use all three. Sampled rounds use only 1 and 2: whether a sampled
+draft is verified must not depend on that draft itself (only on the ones before
+it), or the verified drafts would not be draws from the drafter's distribution and
+the answer would leave the target's. `draft_more` looks only at drafts already
+made, so the loop verifies every draft of a sampled round.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
+from specchat.engine.drafters import Alternative, choose_alternatives
 from specchat.engine.events import Round
 
-_DECAY = 0.97  # per observation; roughly the last ~30 rounds matter
-# The first position's prior is Beta(1, 2): accepted one time in three until measured,
-# so a drafter must earn its drafts (a wasted verify of k tokens costs up to ~2 steps
-# on a CPU in bf16). Each later position's prior is centred on the estimate of the one before,
-# so a drafter that is right at position i gets to try position i + 1.
-_PRIOR_FIRST = 1.0 / 3.0
-_PRIOR_STRENGTH = 3.0
+_DECAY = 0.97  # per drafting round; roughly the last ~30 rounds matter
+_CALIBRATION_DECAY = 0.99  # slower (~100 rounds): each round fills only a few buckets
+_PRIOR_STRENGTH = 2.0  # a bucket's prior, in observations, centred on the drafter's own p
+_BUCKETS = 10  # p in [0, 1) by tenths, then one bucket for certain drafts
+_CERTAIN = 0.9999
 _EMA = 0.2
+_TOLERATED_LOSS = 1.0  # tokens (decayed sum) drafting may lag plain decoding by before it stops
 
 
 class FixedK:
@@ -43,6 +62,12 @@ class FixedK:
     def choose(self, limit: int) -> int:
         return max(0, min(self.k, limit))
 
+    def draft_more(self, ps: list[float]) -> bool:
+        return True  # the drafter stops at k
+
+    def submit(self, ps: list[float], alternatives: Sequence[Alternative] = ()) -> tuple[int, bool]:
+        return len(ps), True
+
     def observe(self, r: Round, catchup_tokens: int = 0) -> None:
         pass
 
@@ -50,15 +75,46 @@ class FixedK:
         return str(self.k)
 
 
+def _bucket(p: float) -> int:
+    return _BUCKETS if p >= _CERTAIN else min(int(p * _BUCKETS), _BUCKETS - 1)
+
+
+@dataclass
+class Calibration:
+    """P(a candidate is the target's token | it was reached), by the drafter's p of it."""
+
+    accepted: list[float] = field(default_factory=lambda: [0.0] * (_BUCKETS + 1))  # decayed counts
+    tried: list[float] = field(default_factory=lambda: [0.0] * (_BUCKETS + 1))
+
+    def decay(self) -> None:
+        self.tried[:] = [t * _CALIBRATION_DECAY for t in self.tried]
+        self.accepted[:] = [a * _CALIBRATION_DECAY for a in self.accepted]
+
+    def add(self, p: float, accepted: bool) -> None:
+        self.tried[_bucket(p)] += 1.0
+        self.accepted[_bucket(p)] += float(accepted)
+
+    def rate(self, p: float) -> float:
+        b = _bucket(p)
+        prior = min((b + 0.5) / _BUCKETS, 0.9)  # the drafter's own p, until measured
+        return (self.accepted[b] + _PRIOR_STRENGTH * prior) / (self.tried[b] + _PRIOR_STRENGTH)
+
+    def best_rate(self) -> float:
+        return max(self.rate(min((b + 0.5) / _BUCKETS, 1.0)) for b in range(_BUCKETS + 1))
+
+
 @dataclass
 class AdaptiveK:
     max_k: int = 8
     first_k: int = 2  # before anything is measured
-    accepted: list[float] = field(default_factory=list)  # decayed counts per position
-    tried: list[float] = field(default_factory=list)
     verify_cost: dict[int, float] = field(default_factory=dict)  # tokens fed → seconds (EMA)
     draft_cost: float | None = None  # seconds per drafted token (EMA)
-    spare: Callable[[int], int] = lambda k: 0  # alternatives verified beside a run of k
+    spare: Callable[[int], int] = lambda k: 0  # alternatives that may be verified beside a run of k
+    calibration: Calibration = field(default_factory=Calibration)  # drafts
+    alternative_calibration: Calibration = field(default_factory=Calibration)  # where the draft was not
+    # Decayed sum over the rounds that drafted of their tokens minus the plain steps
+    # their time would have bought; None until a round has drafted.
+    drafting_gain: float | None = None
     _rounds_at_zero: int = 0
     _probe_gap: int = 16
 
@@ -70,38 +126,32 @@ class AdaptiveK:
         fed = r.fed
         old = self.verify_cost.get(fed)
         self.verify_cost[fed] = r.verify_time_s if old is None else old + _EMA * (r.verify_time_s - old)
-        if r.drafted:
+        if r.k == 0:
+            return
+        # A round that drafted and then verified nothing still paid for its drafts.
+        gain = r.tokens - (r.draft_time_s + r.verify_time_s) / self._verify_time(1)
+        self.drafting_gain = gain if self.drafting_gain is None else self.drafting_gain * _DECAY + gain
+        # Floored, so that after a long bad stretch one good probe turns drafting back on.
+        self.drafting_gain = max(self.drafting_gain, -2.0 * _TOLERATED_LOSS)
+        made = len(r.drafted) + r.unverified
+        if made:
             # Catch-up tokens (fed after a bonus) are part of the drafting price.
-            per_token = r.draft_time_s / len(r.drafted)
-            self.draft_cost = per_token if self.draft_cost is None else \
-                self.draft_cost + _EMA * (per_token - self.draft_cost)
-            self._observe_acceptance(r)
+            self.draft_cost = r.draft_time_s / made if self.draft_cost is None else \
+                self.draft_cost + _EMA * (r.draft_time_s / made - self.draft_cost)
+        if r.drafted:
+            self._calibrate(r)
 
-    def _observe_acceptance(self, r: Round) -> None:
-        while len(self.tried) < len(r.drafted):
-            self.tried.append(0.0)
-            self.accepted.append(0.0)
-        self.tried[:] = [t * _DECAY for t in self.tried]
-        self.accepted[:] = [a * _DECAY for a in self.accepted]
-        n = r.n_accepted
-        # After an accepted alternative the run's next draft followed the rejected
-        # token, not the alternative: that position was not tried.
-        judged = n if any(a.accepted for a in r.alternatives) else min(n + 1, len(r.drafted))
-        for i in range(judged):
-            self.tried[i] += 1.0
-            self.accepted[i] += float(i < n)
-
-    def acceptances(self, n: int) -> list[float]:
-        """P(position i accepted | positions before it accepted) for i < n."""
-        rates: list[float] = []
-        mean = _PRIOR_FIRST
-        for i in range(n):
-            a0, b0 = _PRIOR_STRENGTH * mean, _PRIOR_STRENGTH * (1.0 - mean)
-            tried = self.tried[i] if i < len(self.tried) else 0.0
-            acc = self.accepted[i] if i < len(self.accepted) else 0.0
-            mean = (acc + a0) / (tried + a0 + b0)
-            rates.append(mean)
-        return rates
+    def _calibrate(self, r: Round) -> None:
+        self.calibration.decay()
+        self.alternative_calibration.decay()
+        for i, token in enumerate(r.drafted):  # judged up to the first rejected one
+            self.calibration.add(token.p, token.accepted)
+            if not token.accepted:
+                # Only here was an alternative reached with its draft wrong.
+                for a in r.alternatives:
+                    if a.position == i:
+                        self.alternative_calibration.add(a.p, a.accepted)
+                break
 
     def _verify_time(self, fed: int) -> float:
         """Measured cost of feeding `fed` tokens, interpolated/extrapolated linearly
@@ -120,35 +170,70 @@ class AdaptiveK:
         slope = max((t1 - t0) / (m1 - m0), 0.0)
         return t0 + slope * (fed - m0)
 
-    def expected_rates(self, limit: int) -> list[float]:
-        """Expected tokens per second of a round drafting k tokens, for k = 0..limit."""
-        rates, tokens, survive = [], 1.0, 1.0
-        acceptance = self.acceptances(limit)
-        for k in range(limit + 1):
-            if k:
-                survive *= acceptance[k - 1]
-                tokens += survive
-            seconds = k * (self.draft_cost or 0.0) + self._verify_time(k + 1 + (self.spare(k) if k else 0))
-            rates.append(tokens / seconds if seconds > 0 else 0.0)
-        return rates
+    def _round_time(self, drafted: int, verified: int, alternatives: int = 0) -> float:
+        """Seconds of a round that drafts `drafted` tokens and verifies the first
+        `verified` and `alternatives` more."""
+        return drafted * (self.draft_cost or 0.0) + self._verify_time(1 + verified + alternatives)
 
-    # -- decision -----------------------------------------------------------
+    def _reach(self, ps: list[float]) -> list[float]:
+        """R_0..R_n: the probability that the first i drafts all hold."""
+        out = [1.0]
+        for p in ps:
+            out.append(out[-1] * self.calibration.rate(p))
+        return out
+
+    def expected_rates(self, ps: list[float]) -> list[float]:
+        """Expected tokens per second of the round when the first n drafts (drafter
+        probabilities `ps`) are verified without alternatives, for n = 0..len(ps)."""
+        reach = self._reach(ps)
+        return [sum(reach[: n + 1]) / self._round_time(len(ps), n) for n in range(len(ps) + 1)]
+
+    # -- decisions ----------------------------------------------------------
     def choose(self, limit: int) -> int:
+        """The most tokens to draft this round (0: a plain step)."""
         limit = max(0, min(self.max_k, limit))
         if limit == 0:
             return 0
-        if not self.verify_cost or self.draft_cost is None:
+        if self.drafting_gain is None:
             return min(self.first_k, limit)
-        rates = self.expected_rates(limit)
-        best = max(range(limit + 1), key=rates.__getitem__)
-        if best > 0:
+        if self.drafting_gain > -_TOLERATED_LOSS:
             self._rounds_at_zero, self._probe_gap = 0, 16
-            return best
+            return limit
         self._rounds_at_zero += 1
         if self._rounds_at_zero >= self._probe_gap:
             # Probe: the text may have become predictable. Gaps grow while probes fail,
             # so a drafter that never pays costs almost nothing.
             self._rounds_at_zero = 0
             self._probe_gap = min(self._probe_gap * 2, 256)
-            return min(2, limit)
+            return limit
         return 0
+
+    def draft_more(self, ps: list[float]) -> bool:
+        """After drafts with probabilities `ps`: is one more worth drafting? Yes when,
+        were it as likely right as the best drafts are, verifying it too would beat
+        the best this round can do without it."""
+        if not self.verify_cost:
+            return True  # nothing measured yet: draft up to the cap
+        reach = self._reach(ps)
+        hoped = (sum(reach) + reach[-1] * self.calibration.best_rate()) / self._round_time(len(ps) + 1, len(ps) + 1)
+        return hoped > max(self.expected_rates(ps))
+
+    def submit(self, ps: list[float], alternatives: Sequence[Alternative] = ()) -> tuple[int, bool]:
+        """How many of the drafts to verify, and whether with the alternatives the
+        run gets (alternatives.spare_for): whichever has the best expected rate."""
+        if not self.verify_cost or not ps:
+            return len(ps), True
+        reach = self._reach(ps)
+        best, choice = -1.0, (0, False)
+        for n in range(len(ps) + 1):
+            tokens = sum(reach[: n + 1])
+            options = [(tokens / self._round_time(len(ps), n), False)]
+            beside = choose_alternatives([a for a in alternatives if a.position < n], ps[:n], self.spare(n))
+            if beside:
+                extra = sum(reach[a.position] * (1.0 - self.calibration.rate(ps[a.position]))
+                            * self.alternative_calibration.rate(a.p) for a in beside)
+                options.append(((tokens + extra) / self._round_time(len(ps), n, len(beside)), True))
+            for rate, with_alternatives in options:
+                if rate > best:
+                    best, choice = rate, (n, with_alternatives)
+        return choice

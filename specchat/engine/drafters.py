@@ -22,7 +22,7 @@ handed the target's last hidden states after every target pass, through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from transformers import PreTrainedModel
@@ -91,9 +91,12 @@ class Drafter(Protocol):
         """Read a prompt ahead of the first round (so round 0's draft time is drafting)."""
 
     def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
-                generator: torch.Generator | None, spare: int = 0) -> Proposal:
+                generator: torch.Generator | None, spare: int = 0,
+                more: Callable[[list[float]], bool] | None = None) -> Proposal:
         """Up to k tokens to follow `tokens` (the whole verified sequence), and up to
-        `spare` alternatives where the drafter has any (greedy only)."""
+        `spare` alternatives where the drafter has any (greedy only). A drafter that
+        drafts token by token asks `more(p of each token so far)` before the next one
+        and stops when it says no."""
 
     def reset(self) -> None:
         """Forget any cached state (a new conversation, or after an error)."""
@@ -106,7 +109,7 @@ class NoDrafter:
     def prefill(self, tokens: list[int]) -> None:
         pass
 
-    def propose(self, tokens, k, sampling, generator, spare=0) -> Proposal:
+    def propose(self, tokens, k, sampling, generator, spare=0, more=None) -> Proposal:
         return Proposal()
 
     def reset(self) -> None:
@@ -129,7 +132,7 @@ class NgramDrafter:
     def reset(self) -> None:
         pass
 
-    def propose(self, tokens, k, sampling, generator, spare=0) -> Proposal:
+    def propose(self, tokens, k, sampling, generator, spare=0, more=None) -> Proposal:
         if k <= 0:
             return Proposal()
         follow = find_continuation(tokens, k, max_n=self.max_n, min_n=self.min_n, window=self.window)
@@ -184,7 +187,7 @@ class ModelDrafter:
             return torch.cat([logits, pad], dim=-1)
         return logits
 
-    def propose(self, tokens, k, sampling, generator, spare=0) -> Proposal:
+    def propose(self, tokens, k, sampling, generator, spare=0, more=None) -> Proposal:
         if k <= 0:
             return Proposal()
         logits, fed = sync_cache(self.model, self._cache, self._cached, tokens, keep=1)
@@ -201,8 +204,9 @@ class ModelDrafter:
             dists.append(probs)
             if spare and sampling.greedy:
                 candidates += top_alternatives(i, probs, token)
-            if i + 1 < k:
-                logits = self._fit_vocab(forward_logits(self.model, self._cache, [token], keep=1)[-1])
-                self._cached.append(token)
+            if i + 1 == k or (more is not None and not more(ps)):
+                break
+            logits = self._fit_vocab(forward_logits(self.model, self._cache, [token], keep=1)[-1])
+            self._cached.append(token)
         return Proposal(ids=ids, p=ps, dists=None if sampling.greedy else torch.stack(dists),
                         catchup_tokens=fed, alternatives=choose_alternatives(candidates, ps, spare))

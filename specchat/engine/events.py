@@ -102,6 +102,7 @@ class Round:
     draft_time_s: float
     verify_time_s: float
     alternatives: list[AlternativeToken] = field(default_factory=list)
+    unverified: int = 0  # drafts made after `drafted` that the draft-length rule did not verify
 
     @property
     def accepted(self) -> list[DraftedToken | AlternativeToken]:

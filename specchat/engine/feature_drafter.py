@@ -16,6 +16,8 @@ target's states once they are known.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from specchat.engine.drafters import Proposal
@@ -97,7 +99,8 @@ class FeatureDrafter:
 
     @torch.inference_mode()
     def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
-                generator: torch.Generator | None, spare: int = 0) -> Proposal:
+                generator: torch.Generator | None, spare: int = 0,
+                more: Callable[[list[float]], bool] | None = None) -> Proposal:
         if k <= 0:
             return Proposal()
         hidden = self._feed(tokens, want_output=True)
@@ -105,7 +108,7 @@ class FeatureDrafter:
             return Proposal()
         real = self._cache.length
         proposal = draft_run(self.model, hidden, self.model.head, self._step, tokens, k, sampling, generator,
-                             self.use_lookup, self.catchup, spare)
+                             self.use_lookup, self.catchup, spare, more)
         self._cache.length = real  # drop the pairs built on predicted states
         return proposal
 

@@ -3,7 +3,8 @@
 State between rounds: `tokens`, the whole verified sequence; the target's KV cache
 holds every token but the last one. A round:
 
-1. the drafter proposes up to k tokens d1..dk after `tokens`;
+1. the drafter proposes up to k tokens after `tokens`, and the draft-length policy
+   keeps the first few of them, d1..dk (draft_length.py);
 2. one target forward over [last, d1..dk] gives k+1 distributions;
 3. `sampling.verify` accepts a prefix d1..dn and yields the target's own next token
    (the correction, or the bonus after full acceptance);
@@ -29,7 +30,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from specchat.engine.alternatives import accepted_rows, forward_with_alternatives, keep_rows, verify_greedy
 from specchat.engine.detok import IncrementalDecoder
-from specchat.engine.drafters import Drafter
+from specchat.engine.drafters import Drafter, choose_alternatives
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.events import AlternativeToken, DraftedToken, EmittedToken, FinishReason, Round
 from specchat.engine.forward import StateTap, forward_logits, output_vocab_size, sync_cache
@@ -113,10 +114,23 @@ class SpeculativeDecoder:
             k = self.policy.choose(min(remaining, room) - 1)
 
             t0 = clock(device)
-            spare = self.spare(k)
-            proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator, spare=spare)
-            draft_ids = proposal.ids[:k]
-            alternatives = [a for a in proposal.alternatives if a.position < len(draft_ids)][:spare]
+            # k is the cap: the policy may stop the drafter sooner and verify fewer.
+            # Alternatives are asked for as if the run were one token long (the most
+            # a run can have beside it) and trimmed once the run's length is known.
+            proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator,
+                                            spare=self.spare(min(k, 1)), more=self.policy.draft_more)
+            if self.sampling.greedy:
+                n, with_alternatives = self.policy.submit(proposal.p[:k], proposal.alternatives)
+            else:
+                # Whether a sampled draft is verified may depend only on the drafts before
+                # it (as draft_more's answers do): cutting it for its own p would verify
+                # a draft not drawn from p, and the output would leave the target's
+                # distribution (test_sampling_lossless measures it).
+                n, with_alternatives = len(proposal.ids[:k]), False
+            draft_ids = proposal.ids[:n]
+            alternatives = choose_alternatives([a for a in proposal.alternatives if a.position < n],
+                                               proposal.p[:n], self.spare(n)) if with_alternatives else []
+            unverified = len(proposal.ids[:k]) - n
             t1 = clock(device)
             with StateTap(self.model, enabled=reads_states) as tap:
                 if alternatives:
@@ -142,13 +156,13 @@ class SpeculativeDecoder:
             t2 = clock(device)
 
             r = self._record(state, turn, k, draft_ids, proposal.p, alternatives, chosen, probs, rows[-1],
-                             verdict, t1 - t0, t2 - t1)
+                             verdict, t1 - t0, t2 - t1, unverified)
             self.policy.observe(r, proposal.catchup_tokens)
             state.rounds += 1
             yield r
 
     def _record(self, state, turn, k, draft_ids, draft_p, alternatives, chosen, probs, emit_row, verdict,
-                draft_s, verify_s) -> Round:
+                draft_s, verify_s, unverified=0) -> Round:
         """Append the round's new tokens to the state, apply the stop rules, and
         describe the round. Greedy rounds report plain-softmax p and q. `emit_row` is
         the row of probs the emitted token came from."""
@@ -192,7 +206,7 @@ class SpeculativeDecoder:
                         offered = [a for a in offered if a.position <= i and not a.accepted]
                 break
         return Round(turn=turn, index=state.rounds, k=k, drafted=drafted, emitted=emitted,
-                     draft_time_s=draft_s, verify_time_s=verify_s, alternatives=offered)
+                     draft_time_s=draft_s, verify_time_s=verify_s, alternatives=offered, unverified=unverified)
 
     def _hit_stop(self, state: DecodeState, entries: list) -> bool:
         """True when the answer now contains a stop string. The stop string is cut from

@@ -317,7 +317,7 @@ def pick_draft_token(model: DraftModel, logits: torch.Tensor | None, sampling: S
 def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torch.Tensor], torch.Tensor],
               advance: Callable[[list[int], torch.Tensor], torch.Tensor], tokens: list[int], k: int,
               sampling: SamplingSettings, generator: torch.Generator | None, use_lookup: bool,
-              catchup: int, spare: int = 0) -> Proposal:
+              catchup: int, spare: int = 0, more: Callable[[list[float]], bool] | None = None) -> Proposal:
     """k drafted tokens after `tokens`, one `pick_draft_token` each: `output` is the
     model's output after the last token, `logits_of` turns an output into draft logits,
     and `advance(drafted, output)` feeds drafted tokens in order and returns the output
@@ -325,7 +325,8 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
     tokens waits until the model is asked again (then they go in together), and a run
     that ends in copies leaves them to the next round's catch-up: copying a long
     passage costs one model pass, not one per token. Alternatives (greedy, `spare` > 0)
-    come from the model's logits wherever they are at hand (not after unfed copies)."""
+    come from the model's logits wherever they are at hand (not after unfed copies).
+    `more(ps)`, when given, is asked after each token whether to draft another."""
     ids: list[int] = []
     ps: list[float] = []
     dists = []
@@ -353,6 +354,8 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
         ps.append(p)
         context.append(token)
         unfed.append(token)
+        if more is not None and i + 1 < k and not more(ps):
+            break
     return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=catchup,
                     alternatives=choose_alternatives(candidates, ps, spare))
 
@@ -404,12 +407,13 @@ class TrainedDrafter:
 
     @torch.inference_mode()
     def propose(self, tokens: list[int], k: int, sampling: SamplingSettings,
-                generator: torch.Generator | None, spare: int = 0) -> Proposal:
+                generator: torch.Generator | None, spare: int = 0,
+                more: Callable[[list[float]], bool] | None = None) -> Proposal:
         if k <= 0:
             return Proposal()
         logits = self._feed(tokens, want_logits=True)
         return draft_run(self.model, logits, lambda out: out, self._step, tokens, k, sampling, generator,
-                         self.use_lookup, self.catchup, spare)
+                         self.use_lookup, self.catchup, spare, more)
 
     def _step(self, drafted: list[int], _logits: torch.Tensor) -> torch.Tensor:
         """Feed drafted tokens (one pass); draft logits after the last."""

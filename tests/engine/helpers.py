@@ -30,14 +30,15 @@ def as_target(model, tokenizer, name: str = "tiny") -> SimpleNamespace:
 
 def decode_once(model, tokenizer, drafter, prompt: list[int], *, k: int, new_tokens: int,
                 sampling: SamplingSettings, generator: torch.Generator | None = None,
-                eos_ids=frozenset(), spare: int = 0) -> tuple[DecodeState, list, SpeculativeDecoder]:
+                eos_ids=frozenset(), spare: int = 0, policy=None) -> tuple[DecodeState, list, SpeculativeDecoder]:
     """Run the speculative loop on a bare prompt (no chat template); `spare`
-    alternatives are asked for beside every run (greedy rounds)."""
+    alternatives are asked for beside every run (greedy rounds). The draft length is
+    k every round unless a `policy` (draft_length.py) is given."""
     cache, cached = new_cache(model), []
     drafter.reset()
     prefill(model, cache, cached, drafter, prompt)
     decoder = SpeculativeDecoder(model, cache, cached, drafter, IncrementalDecoder(tokenizer), sampling,
-                                 FixedK(k), StopRules(eos_ids=eos_ids, max_new_tokens=new_tokens),
+                                 policy or FixedK(k), StopRules(eos_ids=eos_ids, max_new_tokens=new_tokens),
                                  generator, threading.Event(), spare=lambda k: spare)
     state = DecodeState(tokens=list(prompt), prompt_len=len(prompt))
     rounds = list(decoder.run(state, turn=1))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from specchat.engine.draft_length import AdaptiveK, FixedK
-from specchat.engine.events import DraftedToken, EmittedToken, Round
+from specchat.engine.draft_length import AdaptiveK, Calibration, FixedK
+from specchat.engine.drafters import Alternative
+from specchat.engine.events import AlternativeToken, DraftedToken, EmittedToken, Round
 
 
-def _round(accepted: int, drafted: int, draft_s: float, verify_s: float) -> Round:
-    tokens = [DraftedToken(i, "x", 0.5, 0.5, i < accepted) for i in range(drafted)]
-    kind = "target" if not drafted else ("bonus" if accepted == drafted else "correction")
-    return Round(turn=1, index=0, k=drafted, drafted=tokens, emitted=EmittedToken(9, "y", kind, 0.5),
-                 draft_time_s=draft_s, verify_time_s=verify_s)
+def _round(accepted: int, ps: list[float], draft_s: float, verify_s: float, k: int | None = None,
+           unverified: int = 0) -> Round:
+    tokens = [DraftedToken(i, "x", p, 0.5, i < accepted) for i, p in enumerate(ps)]
+    kind = "target" if not ps else ("bonus" if accepted == len(ps) else "correction")
+    return Round(turn=1, index=0, k=len(ps) if k is None else k, drafted=tokens,
+                 emitted=EmittedToken(9, "y", kind, 0.5), draft_time_s=draft_s, verify_time_s=verify_s,
+                 unverified=unverified)
 
 
 def _cpu_verify_cost(fed: int) -> float:
@@ -18,57 +21,129 @@ def _cpu_verify_cost(fed: int) -> float:
     return 0.045 + 0.018 * (fed - 1)
 
 
-def _run(policy: AdaptiveK, accept_prob_per_position: float, draft_cost: float, rounds: int = 200) -> list[int]:
-    chosen = []
+def _run(policy: AdaptiveK, p: float, accept_prob: float, draft_cost: float,
+         rounds: int = 200) -> list[tuple[int, int]]:
+    """Rounds as the loop runs them, with a drafter whose every draft has probability
+    p and is accepted at the given rate; (cap chosen, drafts verified) per round."""
+    out = []
     for i in range(rounds):
         k = policy.choose(limit=100)
-        chosen.append(k)
-        # deterministic acceptance pattern with the given per-position rate
-        accepted = 0
-        while accepted < k and ((i * 7 + accepted * 3) % 100) < accept_prob_per_position * 100:
+        ps: list[float] = []
+        while len(ps) < k:  # as a drafter asks after each token
+            ps.append(p)
+            if not policy.draft_more(ps):
+                break
+        n, _ = policy.submit(ps)
+        accepted = 0  # a deterministic pattern with the given acceptance rate
+        while accepted < n and ((i * 7 + accepted * 3) % 100) < accept_prob * 100:
             accepted += 1
-        policy.observe(_round(accepted, k, draft_cost * k, _cpu_verify_cost(k + 1)))
-    return chosen
+        policy.observe(_round(accepted, ps[:n], draft_cost * len(ps), _cpu_verify_cost(n + 1), k=k,
+                              unverified=len(ps) - n))
+        out.append((k, n))
+    return out
 
 
 def test_backs_off_to_plain_decoding_when_drafts_are_rejected():
-    chosen = _run(AdaptiveK(max_k=8), accept_prob_per_position=0.0, draft_cost=0.004)
-    tail = chosen[50:]
-    assert tail.count(0) / len(tail) > 0.9  # only rare probes
-    assert max(tail) <= 2
+    # The drafter is sure of itself and always wrong: the calibration learns it, so
+    # nothing is verified, and the drafting that buys nothing stops too.
+    tail = _run(AdaptiveK(max_k=8), p=0.95, accept_prob=0.0, draft_cost=0.004)[50:]
+    assert [k for k, _ in tail].count(0) / len(tail) > 0.9  # only rare probes
+    assert max(n for _, n in tail) <= 1
 
 
 def test_drafts_long_runs_when_a_cheap_drafter_is_usually_right():
-    chosen = _run(AdaptiveK(max_k=8), accept_prob_per_position=0.95, draft_cost=0.002)
-    assert min(chosen[50:]) >= 3
+    rounds = _run(AdaptiveK(max_k=8), p=0.95, accept_prob=0.95, draft_cost=0.002)
+    assert min(n for _, n in rounds[50:]) >= 3
 
 
 def test_an_expensive_drafter_is_not_worth_it_even_when_right():
     # drafting costs as much as a target step: speculation cannot pay on this cost curve
-    chosen = _run(AdaptiveK(max_k=8), accept_prob_per_position=0.9, draft_cost=0.045)
-    assert chosen[50:].count(0) / len(chosen[50:]) > 0.9
+    tail = _run(AdaptiveK(max_k=8), p=0.95, accept_prob=0.9, draft_cost=0.045)[50:]
+    assert [k for k, _ in tail].count(0) / len(tail) > 0.9
 
 
-def test_fixed_k_respects_the_limit():
+def test_fixed_k_respects_the_limit_and_verifies_every_draft():
     assert FixedK(5).choose(limit=3) == 3 and FixedK(5).choose(limit=9) == 5 and FixedK(2).choose(-1) == 0
+    assert FixedK(4).draft_more([0.01]) and FixedK(4).submit([0.01, 0.01]) == (2, True)
 
 
-def test_alternatives_count_in_the_pass_cost_and_in_acceptance():
-    from specchat.engine.events import AlternativeToken
+def _calibrated() -> AdaptiveK:
+    """A policy that has seen confident drafts (p 0.95) accepted, unsure ones (p 0.15)
+    rejected and lookup copies (p 1) accepted half the time, on the bf16 cost curve."""
+    policy = AdaptiveK(max_k=8)
+    for fed in range(1, 10):
+        policy.verify_cost[fed] = _cpu_verify_cost(fed)
+    for i in range(40):
+        policy.observe(_round(2, [0.95, 0.95, 0.15], 0.003, _cpu_verify_cost(4)))
+        policy.observe(_round(i % 2, [1.0], 0.001, _cpu_verify_cost(2)))
+    return policy
 
+
+def test_calibration_is_measured_by_the_drafters_probability_with_copies_apart():
+    cal = _calibrated().calibration
+    assert cal.rate(0.95) > 0.9 and cal.rate(0.15) < 0.1
+    assert 0.4 < cal.rate(1.0) < 0.6
+    # Unmeasured probabilities keep the drafter's own word.
+    assert abs(Calibration().rate(0.55) - 0.55) < 1e-9 and cal.rate(0.55) == Calibration().rate(0.55)
+
+
+def test_a_run_is_cut_where_the_drafter_is_unsure():
+    policy = _calibrated()
+    # Each verified token costs a fifth of a step here: the unlikely third draft and
+    # whatever follows it are not worth verifying.
+    assert policy.submit([0.95, 0.95, 0.15, 0.95, 0.95]) == (2, False)
+    assert policy.submit([0.15, 0.95]) == (0, False)  # a plain step
+    assert policy.draft_more([0.95, 0.95]) and not policy.draft_more([0.95, 0.95, 0.15])
+    # Where a wider pass costs nothing more, verifying every draft is best.
+    flat = _calibrated()
+    flat.verify_cost = {fed: 0.045 for fed in range(1, 10)}
+    assert flat.submit([0.95, 0.95, 0.15, 0.95, 0.95]) == (5, False)
+
+
+def test_drafting_resumes_after_a_probe_finds_predictable_text():
+    policy = AdaptiveK(max_k=8)
+    for _ in range(60):  # wrong drafts: drafting stops
+        k = policy.choose(limit=100)
+        policy.observe(_round(0, [0.5] * min(k, 2), 0.002 * k, _cpu_verify_cost(min(k, 2) + 1), k=k))
+    assert policy.choose(limit=100) == 0
+    caps = []
+    for _ in range(80):  # now every draft holds: the next probe turns drafting back on
+        k = policy.choose(limit=100)
+        caps.append(k)
+        n = min(k, 4)
+        policy.observe(_round(n, [0.95] * n, 0.002 * n, _cpu_verify_cost(n + 1), k=k))
+    assert all(k > 0 for k in caps[-10:])
+
+
+def test_alternatives_count_in_the_pass_cost_and_are_calibrated_where_their_draft_failed():
     policy = AdaptiveK(max_k=4, spare=lambda k: max(0, 5 - k))  # fill the pass to 6 tokens
-    # Run rejected at position 0, an alternative there accepted: position 0 counts as
-    # accepted, and position 1 as not tried (the run's second draft followed the rejected one).
-    r = _round(0, 2, 0.004, 0.060)
+    r = _round(0, [0.5, 0.5], 0.004, 0.060)
     r.alternatives = [AlternativeToken(0, 7, "z", 0.3, 0.6, True), AlternativeToken(1, 8, "w", 0.2, 0.1, False),
                       AlternativeToken(0, 5, "v", 0.1, 0.1, False)]
     policy.observe(r)
     assert policy.verify_cost == {6: 0.060}  # keyed by the tokens the pass fed: 1 + 2 + 3
-    assert policy.tried == [1.0, 0.0] and policy.accepted == [1.0, 0.0]
-    # Every k >= 1 feeds 6 tokens, so its cost is the 6-token pass whatever k is.
-    policy.verify_cost[1] = 0.050
-    policy.draft_cost = 0.0
-    rates = policy.expected_rates(4)
-    assert rates[0] == 1 / 0.050
-    tokens = [rate * 0.060 for rate in rates[1:]]
-    assert all(b > a for a, b in zip(tokens, tokens[1:]))  # more drafted, more expected tokens, same cost
+    # Position 0's draft failed: its two alternatives were judged; position 1 was never reached.
+    assert policy.alternative_calibration.tried[3] == 1.0 and policy.alternative_calibration.accepted[3] == 1.0
+    assert policy.alternative_calibration.tried[1] == 1.0 and policy.alternative_calibration.tried[2] == 0.0
+    assert policy.calibration.tried[5] == 1.0 and policy.calibration.accepted[5] == 0.0
+
+
+def _alternatives_policy(verify_cost) -> AdaptiveK:
+    policy = AdaptiveK(max_k=4, spare=lambda k: max(0, 5 - k), draft_cost=0.0)
+    policy.verify_cost = {fed: verify_cost(fed) for fed in range(1, 10)}
+    for i in range(40):  # drafts at p 0.5 hold half the time; when not, an alternative is right 1 in 5
+        r = _round(0, [0.5], 0.0, verify_cost(3))
+        r.alternatives = [AlternativeToken(0, 7, "z", 0.35, 0.6, i % 5 == 0), AlternativeToken(0, 8, "w", 0.15, 0.1, False)]
+        policy.observe(r)
+        policy.observe(_round(1, [0.5], 0.0, verify_cost(2)))
+    return policy
+
+
+def test_alternatives_are_verified_when_their_worth_beats_their_cost():
+    candidates = [Alternative(0, 7, 0.35), Alternative(0, 8, 0.15), Alternative(1, 9, 0.35)]
+    # A wider pass costs nothing more: the run and the alternatives beside it.
+    free = _alternatives_policy(lambda fed: 0.045)
+    assert free.submit([0.5, 0.5], candidates) == (2, True)
+    # Each token fed costs 40% of a step: one right a tenth of the time is not worth it.
+    steep = _alternatives_policy(lambda fed: 0.045 + 0.018 * (fed - 1))
+    assert steep.submit([0.5, 0.5], candidates)[1] is False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from specchat.engine import sampling
+from specchat.engine.draft_length import AdaptiveK
 from specchat.engine.drafters import ModelDrafter
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
 
@@ -65,13 +66,18 @@ def _exact_two_token_marginals(model, prompt, settings):
     return first, first @ second_given
 
 
-def _sampled_marginals(target, drafter, tokenizer, prompt, settings, n, monkeypatch=None):
+def _sampled_marginals(target, drafter, tokenizer, prompt, settings, n, policy=None, lengths=None):
+    """Counts of the first and second generated token over n runs; `policy()` makes
+    each run's draft-length policy (else 2 drafts a round), and `lengths` collects
+    how many drafts each first round verified."""
     first = torch.zeros(target.config.vocab_size)
     second = torch.zeros_like(first)
     gen = torch.Generator().manual_seed(1234)
     for _ in range(n):
-        state, _, _ = decode_once(target, tokenizer, drafter, prompt, k=2, new_tokens=2,
-                                  sampling=settings, generator=gen)
+        state, rounds, _ = decode_once(target, tokenizer, drafter, prompt, k=2, new_tokens=3,
+                                       sampling=settings, generator=gen, policy=policy() if policy else None)
+        if lengths is not None:
+            lengths.append(len(rounds[0].drafted))
         first[state.generated[0]] += 1
         second[state.generated[1]] += 1
     return first, second
@@ -110,3 +116,29 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert base[0] < 0.7 <= base[0] + base[1]
     assert (probs > 0).tolist() == [True, True, False, False]
     assert torch.isclose(probs.sum(), torch.tensor(1.0))
+
+
+def _measured_policy() -> AdaptiveK:
+    """The adaptive rule after it has measured a cost curve (each token fed costs a
+    tenth of a step): it stops drafting after a draft its drafter was unsure of."""
+    policy = AdaptiveK(max_k=2, draft_cost=0.001, drafting_gain=0.0)
+    policy.verify_cost = {fed: 0.045 + 0.0045 * (fed - 1) for fed in (1, 2, 3)}
+    return policy
+
+
+def test_a_draft_length_chosen_from_the_drafters_probabilities_keeps_the_distribution(tiny_llama):
+    vocab = 12
+    target, draft_model = tiny_llama(vocab, seed=0), tiny_llama(vocab, seed=7)
+    target.lm_head.weight.data.mul_(6.0)
+    draft_model.lm_head.weight.data.mul_(12.0)  # sharper: its p ranges widely, and so do the cuts
+    drafter = ModelDrafter(draft_model, name="tiny-draft", vocab_size=vocab)
+    prompt = [3, 1, 4, 1, 5]
+    settings = SamplingSettings(temperature=1.5, top_k=8)
+    exact_first, exact_second = _exact_two_token_marginals(target, prompt, settings)
+    lengths: list[int] = []
+    first, second = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 1200,
+                                       policy=_measured_policy, lengths=lengths)
+    print("verified drafts per first round:", {n: lengths.count(n) for n in set(lengths)})
+    assert {1, 2} <= set(lengths)  # the rule stopped some runs early
+    assert total_variation(first, exact_first) < 0.07
+    assert total_variation(second, exact_second) < 0.07
