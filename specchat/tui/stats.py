@@ -74,6 +74,15 @@ def round_rate(r) -> float:
     return r.tokens / spent if spent > 0 else 0.0
 
 
+def _current_k(answer) -> int | None:
+    """The last round's draft length: the drafts it verified under "auto", whose
+    Round.k is only the most the rule would draft; the fixed k otherwise."""
+    if answer is None or not answer.rounds:
+        return None
+    last = answer.rounds[-1]
+    return len(last.drafted) if answer.start and answer.start.k == "auto" else last.k
+
+
 def compute(transcript: Transcript) -> GaugeValues:
     answers = transcript.answers
     latest = next((a for a in reversed(answers) if a.rounds or a.start), None)
@@ -97,7 +106,7 @@ def compute(transcript: Transcript) -> GaugeValues:
         histogram=dict(histogram),
         max_k=max_k,
         round_rates=rates,
-        current_k=latest.rounds[-1].k if latest and latest.rounds else None,
+        current_k=_current_k(latest),
         k_setting=latest.start.k if latest and latest.start else None,
         baseline=baseline,
         speedup=speedup,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -65,6 +66,20 @@ def test_stats_agree_with_engine_totals(trace_events):
     assert v.baseline is not None and v.baseline.answer_index == 0
     expected = (first.totals.elapsed_s / first.totals.tokens) / (last.totals.elapsed_s / last.totals.tokens)
     assert v.speedup == pytest.approx(expected)
+    assert v.current_k == rounds[-1].k == 4  # a fixed k (the turn ended inside its last run)
+    auto = Transcript()
+    for e in trace_events:
+        auto.apply(replace(e, k="auto") if isinstance(e, TurnStart) else e)
+    assert compute(auto).current_k == len(rounds[-1].drafted) == 1  # under auto: drafts verified
+
+
+def test_inspector_k_shows_drafts_verified_and_those_left_unverified(trace_events):
+    from specchat.tui.widgets.inspector import k_cell
+
+    r = next(e for e in trace_events if isinstance(e, Round) and len(e.drafted) >= 2)
+    assert k_cell(replace(r, k=8), auto=True) == str(len(r.drafted))  # not the cap
+    assert k_cell(replace(r, k=8, unverified=3), auto=True) == f"{len(r.drafted)}+3"
+    assert k_cell(replace(r, k=4), auto=False) == "4"
 
 
 def test_no_baseline_without_a_spec_off_turn(trace_events):

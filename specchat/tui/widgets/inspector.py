@@ -64,6 +64,15 @@ def token_label(text: str) -> str:
     return repr(safe(text))[1:-1] if text.strip() != text or "\\" in repr(text) else safe(text)
 
 
+def k_cell(r: Round, auto: bool) -> str:
+    """The round's draft length. Under "auto" (where Round.k is only the most the rule
+    would draft) the drafts verified, and after a "+" those it drafted and then left
+    unverified, unsure of them."""
+    if not auto:
+        return str(r.k)
+    return f"{len(r.drafted)}+{r.unverified}" if r.unverified else str(len(r.drafted))
+
+
 def drafted_cell(r: Round, colors: dict[str, str]) -> Text:
     cell = Text(no_wrap=True, overflow="ellipsis")
     for t, verdict in zip(r.drafted, verdicts(r)):
@@ -121,9 +130,10 @@ class Inspector(Vertical):
             table.clear()
             self._shown_rounds = 0
         self.answer, self.answer_number, self.palette = answer, number, colors
+        auto = answer.start is not None and answer.start.k == "auto"
         for r in answer.rounds[self._shown_rounds:]:
             table.add_row(
-                str(r.index), str(r.k), drafted_cell(r, colors), emitted_cell(r, colors),
+                str(r.index), k_cell(r, auto), drafted_cell(r, colors), emitted_cell(r, colors),
                 fmt_ms(r.draft_time_s), fmt_ms(r.verify_time_s),
             )
         self._shown_rounds = len(answer.rounds)
@@ -167,4 +177,5 @@ class Inspector(Vertical):
         summary = f"draft {fmt_ms(r.draft_time_s)} · verify {fmt_ms(r.verify_time_s)} (ms)"
         tokens.border_subtitle = summary
         tokens.border_title = f"round {r.index}: {r.n_accepted}/{len(r.drafted)} accepted" + (
-            f" · {len(r.alternatives)} alternatives" if r.alternatives else "")
+            f" · {len(r.alternatives)} alternatives" if r.alternatives else "") + (
+            f" · {r.unverified} more drafted, not verified" if r.unverified else "")
