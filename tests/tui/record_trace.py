@@ -1,10 +1,13 @@
 """Record the replay fixtures for the TUI tests from the real engine.
 
-    .venv/bin/python tests/tui/record_trace.py [session|alternatives] [OUT]
+    .venv/bin/python tests/tui/record_trace.py [session|alternatives|auto] [OUT]
     (default: session, written to tests/tui/traces/<name>.jsonl)
 
 alternatives: one turn with the shipped drafter, k = 2 and 3 alternatives a round
 (greedy, fp32 target), so the trace holds accepted and rejected alternatives.
+
+auto: one turn with the shipped drafter and k auto (greedy, fp32 target), so the
+trace holds rounds whose drafts the adaptive rule left partly unverified.
 
 session:
 Embedded model in fp32, greedy. Three turns: speculation off (the speedup
@@ -61,7 +64,18 @@ def record_alternatives(out: Path) -> None:
     print(f"wrote {len(lines)} events to {out}")
 
 
+def record_auto(out: Path) -> None:
+    target = load_target("embedded", device="cpu", quant="none", dtype=torch.float32)
+    session = ChatSession(target, load_drafter("smoldraft", target, quant="none"),
+                          settings=GenerationSettings(k=None, temperature=0.0, max_new_tokens=64))
+    prompt = "Give three tips for learning a new language, one line each."
+    lines = [to_json(event) for event in session.send(prompt)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {len(lines)} events to {out}")
+
+
 if __name__ == "__main__":
     name = sys.argv[1] if len(sys.argv) > 1 else "session"
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parent / "traces" / f"{name}.jsonl"
-    {"session": record, "alternatives": record_alternatives}[name](path)
+    {"session": record, "alternatives": record_alternatives, "auto": record_auto}[name](path)

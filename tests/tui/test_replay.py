@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from specchat.engine.events import TurnEnd
+from specchat.engine.events import Round, TurnEnd
 from specchat.tui.app import make_app
 from specchat.tui.render import safe
 from specchat.tui.themes import provenance_colors
@@ -168,3 +168,30 @@ async def test_a_repaint_after_the_screen_is_gone_is_harmless():
         await pilot.pause(0.2)
     app._gauges_dirty = True
     app._paint_dirty()
+
+
+async def test_inspector_under_k_auto_shows_the_drafts_left_unverified():
+    from specchat.engine.events import event_from_json
+
+    trace = TRACE.parent / "auto.jsonl"
+    events = [event_from_json(line) for line in trace.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rounds = [e for e in events if isinstance(e, Round)]
+    cut = next(i for i, r in enumerate(rounds) if r.unverified and r.drafted)
+    app = make_app(trace=trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        app.query(AnswerView).last().focus()
+        await pilot.press("f2")
+        await pilot.pause(0.1)
+        inspector = app.query_one(Inspector)
+        table = inspector.query_one("#rounds")
+        # The k column: drafts verified, "+" those drafted and left unverified; not the cap (Round.k).
+        assert [table.get_row_at(i)[1] for i in range(len(rounds))] == [
+            f"{len(r.drafted)}+{r.unverified}" if r.unverified else str(len(r.drafted)) for r in rounds]
+        for _ in range(cut):
+            await pilot.press("down")
+        await pilot.pause(0.1)
+        title = str(inspector.query_one("#round-tokens").border_title)
+        assert f"{rounds[cut].unverified} more drafted, not verified" in title
+        gauges = str(app.query_one("#gauges").render())
+        assert f"{len(rounds[-1].drafted)} (auto)" in gauges
