@@ -95,12 +95,14 @@ class Calibration:
         self.accepted[_bucket(p)] += float(accepted)
 
     def rate(self, p: float) -> float:
-        b = _bucket(p)
-        prior = min((b + 0.5) / _BUCKETS, 0.9)  # the drafter's own p, until measured
-        return (self.accepted[b] + _PRIOR_STRENGTH * prior) / (self.tried[b] + _PRIOR_STRENGTH)
+        return self._bucket_rate(_bucket(p))
 
     def best_rate(self) -> float:
-        return max(self.rate(min((b + 0.5) / _BUCKETS, 1.0)) for b in range(_BUCKETS + 1))
+        return max(self._bucket_rate(b) for b in range(_BUCKETS + 1))
+
+    def _bucket_rate(self, b: int) -> float:
+        prior = min((b + 0.5) / _BUCKETS, 0.9)  # the drafter's own p, until measured
+        return (self.accepted[b] + _PRIOR_STRENGTH * prior) / (self.tried[b] + _PRIOR_STRENGTH)
 
 
 @dataclass
