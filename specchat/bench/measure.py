@@ -27,6 +27,7 @@ class Measurement:
     accepted: int = 0
     alternatives: int = 0  # verified beside the drafted runs
     alternatives_accepted: int = 0
+    unverified: int = 0  # drafts made and left unverified by the k auto rule
     draft_s: float = 0.0  # of elapsed_s: proposing drafts, and the target's verify passes
     verify_s: float = 0.0
     # Per draft position i: rounds that drafted a token at i, and how many of those accepted it.
@@ -39,6 +40,7 @@ class Measurement:
         return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def add_round(self, r: Round) -> None:
+        self.unverified += r.unverified
         # Position i counts as accepted when its draft or an alternative there was.
         for i in range(len(r.drafted)):
             while len(self.position_drafted) <= i:

@@ -11,6 +11,8 @@ How each figure is averaged (also written into the JSON's "settings"):
   where an alternative was accepted in place of the draft counts as accepted);
 - alternatives: candidates verified beside the drafted runs, and how many of
   them were accepted (greedy rounds only);
+- unverified drafts: drafts the k auto rule made and then did not verify (it was
+  unsure of them); not counted in the acceptance rate;
 - mean tokens per round: tokens ÷ rounds, over all rounds;
 - per-position acceptance: for draft position i, of the rounds that drafted a
   token at i, the share that accepted it;
@@ -30,10 +32,11 @@ from specchat.bench.runner import PromptResult
 AVERAGING = {
     "tokens_per_s": "total generated tokens / total decoding time (prefill excluded), per group",
     "speedup": "geometric mean over prompts of (speculative tokens/s / baseline tokens/s)",
-    "acceptance_rate": "accepted / drafted, over all drafted tokens",
+    "acceptance_rate": "accepted / drafted, over all drafted (and verified) tokens",
     "mean_tokens_per_round": "tokens / rounds, over all rounds",
     "per_position_acceptance": "for draft position i: rounds accepting the token at i / rounds drafting one",
     "alternatives": "candidates verified beside the drafted runs, and of those accepted, totals",
+    "unverified_drafts": "drafts made and not verified (k auto), total; not in acceptance_rate",
     "round_ms": "decoding time / rounds (drafting and verifying parts likewise); baseline_step_ms: "
                 "baseline decoding time / baseline tokens",
 }
@@ -77,11 +80,13 @@ def summarize(results: list[PromptResult], greedy: bool) -> dict[str, Any]:
         "speedup": geometric_mean(_ratio(r.spec, r.baseline) for r in results),
         "baseline_tokens_per_s": _rate([r.baseline for r in results]),
         "spec_tokens_per_s": _rate(spec),
+        "drafted": drafted,
         "acceptance_rate": sum(m.accepted for m in spec) / drafted if drafted else None,
         "mean_tokens_per_round": sum(m.tokens for m in spec) / rounds if rounds else 0.0,
         "per_position_acceptance": _positions(spec),
         "alternatives": sum(m.alternatives for m in spec),
         "alternatives_accepted": sum(m.alternatives_accepted for m in spec),
+        "unverified_drafts": sum(m.unverified for m in spec),
         **_round_times(spec, [r.baseline for r in results]),
     }
     if greedy:  # lossless check: greedy speculation must reproduce the baseline's answers
@@ -189,6 +194,9 @@ def render(report: dict[str, Any], console) -> None:
         console.print(f"alternatives verified beside the drafted runs: {overall['alternatives']}, "
                       f"accepted {overall['alternatives_accepted']} "
                       f"(in {overall['alternatives_accepted'] / max(overall['rounds'], 1):.0%} of rounds)")
+    if overall.get("unverified_drafts"):
+        console.print(f"drafts left unverified by the k auto rule (it was unsure of them): "
+                      f"{overall['unverified_drafts']}, beside {overall['drafted']} verified")
     if overall["round_ms"] and overall["baseline_step_ms"]:
         rest = overall["round_ms"] - overall["round_drafting_ms"] - overall["round_verifying_ms"]
         console.print(f"a round took {overall['round_ms']:.1f} ms (drafting {overall['round_drafting_ms']:.1f}, "

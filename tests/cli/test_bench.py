@@ -65,7 +65,9 @@ def test_speedup_is_the_geometric_mean_of_per_prompt_ratios():
                      spec=_m(10, 0.5, 4, 8, 6, ([4, 4], [4, 2]), draft_s=0.1, verify_s=0.3))
     b = PromptResult(BenchPrompt("c", ("b",)), baseline=_m(30, 1.0),
                      spec=_m(30, 2.0, 10, 10, 5, ([10], [5]), "y", draft_s=0.6, verify_s=1.2))
+    a.spec.unverified, b.spec.unverified = 3, 2  # drafts the k auto rule made and did not verify
     s = summarize([a, b], greedy=True)
+    assert s["unverified_drafts"] == 5 and s["drafted"] == 18  # and not in the acceptance rate
     # a round: all decoding time over all rounds, and its parts; a plain step likewise per token
     assert s["round_ms"] == pytest.approx(2500 / 14)
     assert s["round_drafting_ms"] == pytest.approx(700 / 14) and s["round_verifying_ms"] == pytest.approx(1500 / 14)
@@ -130,13 +132,15 @@ def test_table_shows_categories_overall_peers_and_how_speedup_is_averaged():
     results = [PromptResult(BenchPrompt(c, ("q",)), baseline=_m(10, 1.0),
                             spec=_m(10, 0.5, 3, 6, 4, ([3, 3], [3, 1]), draft_s=0.15, verify_s=0.3),
                             peers={"hf_assisted": _m(10, 0.8)}) for c in ("qa", "math")]
+    results[0].spec.unverified = 2
     settings = {"target": "T", "drafter": "ngram", "device": "cpu", "k": "auto", "temperature": 0.0}
     out = io.StringIO()
     render(build_report(results, settings, {"hf_assisted": "transformers prompt lookup (10)"}), Console(file=out, width=160))
     text = out.getvalue()
     for fragment in ("qa", "math", "overall", "2.00×", "67%", "100% 33%", "transformers prompt lookup (10)",
                      "1.25×", "1.60×", "geometric mean over prompts", "identical to the baseline's: 2/2",
-                     "a round took 166.7 ms (drafting 50.0, verifying 100.0, the rest 16.7); a plain step 100.0 ms"):
+                     "a round took 166.7 ms (drafting 50.0, verifying 100.0, the rest 16.7); a plain step 100.0 ms",
+                     "drafts left unverified by the k auto rule (it was unsure of them): 2, beside 12 verified"):
         assert fragment in text, fragment
 
 
