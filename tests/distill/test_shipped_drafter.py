@@ -43,9 +43,11 @@ def _reference(embedded, prompt: list[int]) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("k", [4, None], ids=["k4", "auto"])  # auto: runs cut where it is unsure
 @pytest.mark.parametrize("text", PROMPTS)
-def test_speculation_with_it_is_the_target_greedy_output(embedded, smoldraft, text):
-    session = ChatSession(embedded, smoldraft, settings=GenerationSettings(k=4, max_new_tokens=NEW_TOKENS))
+def test_speculation_with_it_is_the_target_greedy_output(embedded, smoldraft, text, k):
+    smoldraft.reset()
+    session = ChatSession(embedded, smoldraft, settings=GenerationSettings(k=k, max_new_tokens=NEW_TOKENS))
     events = list(session.send(text))
     assert isinstance(events[-1], TurnEnd) and events[-1].finish_reason in ("eos", "length")
     rounds = [e for e in events if isinstance(e, Round)]

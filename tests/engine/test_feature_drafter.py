@@ -94,3 +94,23 @@ def test_a_session_keeps_the_states_right_across_turns(embedded):
     with torch.no_grad():
         full = embedded.model.get_decoder()(input_ids=torch.tensor([cached])).last_hidden_state[0]
     torch.testing.assert_close(drafter._states.rows[: len(cached)], full, rtol=1e-3, atol=1e-3)
+
+
+def test_runs_cut_by_the_adaptive_rule_keep_output_and_states_right(tiny_llama):
+    from specchat.engine.draft_length import AdaptiveK
+
+    target = tiny_llama(48, seed=0)
+    drafter = FeatureDrafter(_feature_model(target, draft_vocab=48), "states", use_lookup=False)
+    prompt = [5, 9, 2, 7, 7, 1, 30, 4]
+    # Measured costs where each verified token costs 40% of a step: unsure drafts are cut.
+    policy = AdaptiveK(max_k=4, draft_cost=0.001, drafting_gain=0.0,
+                       verify_cost={fed: 0.045 + 0.018 * (fed - 1) for fed in range(1, 6)})
+    state, rounds, _ = decode_once(target, word_tokenizer(48), drafter, prompt, k=4, new_tokens=20,
+                                   sampling=GREEDY, policy=policy)
+    assert any(r.unverified for r in rounds)  # drafts were made and left unverified
+    assert state.generated == _target_greedy(target, prompt, 20)
+    known = drafter._states.known
+    assert known == len(state.tokens) - 1
+    with torch.no_grad():
+        full = target.get_decoder()(input_ids=torch.tensor([state.tokens[:known]])).last_hidden_state[0]
+    torch.testing.assert_close(drafter._states.rows[:known], full, rtol=1e-4, atol=1e-4)
