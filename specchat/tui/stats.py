@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from specchat.engine.events import Totals
 
-from .transcript import Answer, Transcript
+from .transcript import Answer, Transcript, draft_length
 
 MIN_BASELINE_TOKENS = 8
 SPARK_ROUNDS = 32  # how many recent rounds the tokens/s sparkline shows
@@ -74,15 +74,6 @@ def round_rate(r) -> float:
     return r.tokens / spent if spent > 0 else 0.0
 
 
-def _current_k(answer) -> int | None:
-    """The last round's draft length: the drafts it verified under "auto", whose
-    Round.k is only the most the rule would draft; the fixed k otherwise."""
-    if answer is None or not answer.rounds:
-        return None
-    last = answer.rounds[-1]
-    return len(last.drafted) if answer.start and answer.start.k == "auto" else last.k
-
-
 def compute(transcript: Transcript) -> GaugeValues:
     answers = transcript.answers
     latest = next((a for a in reversed(answers) if a.rounds or a.start), None)
@@ -106,7 +97,7 @@ def compute(transcript: Transcript) -> GaugeValues:
         histogram=dict(histogram),
         max_k=max_k,
         round_rates=rates,
-        current_k=_current_k(latest),
+        current_k=draft_length(latest.rounds[-1], latest.auto) if latest and latest.rounds else None,
         k_setting=latest.start.k if latest and latest.start else None,
         baseline=baseline,
         speedup=speedup,

@@ -30,6 +30,12 @@ class SystemPrompt:
 Record = Union[Event, Prompt, SystemPrompt]
 
 
+def draft_length(r: Round, auto: bool) -> int:
+    """A round's draft length as the screen shows it: under k auto the drafts
+    verified (Round.k is only the rule's cap), else the fixed k."""
+    return len(r.drafted) if auto else r.k
+
+
 @dataclass
 class Answer:
     """One turn: the user's text and everything the engine said about the answer."""
@@ -76,6 +82,11 @@ class Answer:
             t.add_round(r)
         t.elapsed_s = t.draft_time_s + t.verify_time_s
         return t
+
+    @property
+    def auto(self) -> bool:
+        """Run with k auto: each Round.k is only the most the rule would draft."""
+        return self.start is not None and self.start.k == "auto"
 
     @property
     def autoregressive(self) -> bool:

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Static
 from specchat.engine.events import AlternativeToken, Round
 
 from ..render import safe
-from ..transcript import Answer
+from ..transcript import Answer, draft_length
 
 
 def verdicts(r: Round) -> list[str]:
@@ -65,12 +65,10 @@ def token_label(text: str) -> str:
 
 
 def k_cell(r: Round, auto: bool) -> str:
-    """The round's draft length. Under "auto" (where Round.k is only the most the rule
-    would draft) the drafts verified, and after a "+" those it drafted and then left
-    unverified, unsure of them."""
-    if not auto:
-        return str(r.k)
-    return f"{len(r.drafted)}+{r.unverified}" if r.unverified else str(len(r.drafted))
+    """The round's draft length (transcript.draft_length), and after a "+" the drafts
+    the k auto rule made and left unverified, unsure of them."""
+    shown = draft_length(r, auto)
+    return f"{shown}+{r.unverified}" if r.unverified else str(shown)
 
 
 def drafted_cell(r: Round, colors: dict[str, str]) -> Text:
@@ -130,10 +128,9 @@ class Inspector(Vertical):
             table.clear()
             self._shown_rounds = 0
         self.answer, self.answer_number, self.palette = answer, number, colors
-        auto = answer.start is not None and answer.start.k == "auto"
         for r in answer.rounds[self._shown_rounds:]:
             table.add_row(
-                str(r.index), k_cell(r, auto), drafted_cell(r, colors), emitted_cell(r, colors),
+                str(r.index), k_cell(r, answer.auto), drafted_cell(r, colors), emitted_cell(r, colors),
                 fmt_ms(r.draft_time_s), fmt_ms(r.verify_time_s),
             )
         self._shown_rounds = len(answer.rounds)
