@@ -16,10 +16,12 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import torch
 
@@ -36,6 +38,10 @@ Progress = Callable[[str], None]
 
 class ModelError(Exception):
     """A problem with a model the user asked for; the message is one line for them."""
+
+
+class ModelNotFound(ModelError):
+    """A hub id that is neither in the local Hugging Face cache nor reachable."""
 
 
 @dataclass
@@ -165,6 +171,24 @@ def _locate(spec: str, progress: Progress | None) -> tuple[str, str]:
     return spec, spec.rsplit("/", 1)[-1]  # a hub id
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub's host accepts a connection. Behind a proxy a direct connection
+    proves nothing, so the hub is then taken to be reachable and left to answer."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def resolve_quant(quant: str | None, device: torch.device) -> str:
     """The quantization a load uses: as asked, else 4bit on CUDA, fp16 on a CPU that
     runs fbgemm's fp16 GEMM (see engine/fp16_linear.py), none elsewhere."""
@@ -218,13 +242,17 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None)
     if qconfig is not None:
         kwargs.update(quantization_config=qconfig, device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"})
+    # A hub id with no hub in reach loads from the local cache only: asked to reach the
+    # hub, huggingface_hub would retry with backoff for about a minute before failing.
+    offline = not Path(source).exists() and not _hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                  local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=offline, **kwargs)
     except OSError as exc:
-        if not Path(source).exists():
-            raise ModelError(f"cannot load {spec!r}: not found locally and the Hugging Face hub is "
-                             f"not reachable (offline?)") from exc
+        if offline:
+            raise ModelNotFound(f"cannot load {spec!r}: not found locally and the Hugging Face hub is "
+                                f"not reachable (offline?)") from exc
         raise ModelError(f"cannot load {spec}: {_first_line(exc)}") from exc
     except (ValueError, KeyError) as exc:
         raise ModelError(f"cannot load {spec}: {_first_line(exc)}") from exc
@@ -304,7 +332,11 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
         # The target drafting for itself: share the weights instead of loading twice.
         drafter_model = target
     else:
-        drafter_model = _load(spec, target.device, quant, dtype or target.model.dtype,
-                              trust_remote_code, progress)
+        try:
+            drafter_model = _load(spec, target.device, quant, dtype or target.model.dtype,
+                                  trust_remote_code, progress)
+        except ModelNotFound as exc:  # most often a mistyped drafter name
+            names = ", ".join([*SHIPPED_DRAFTERS, "ngram", "none"])
+            raise ModelNotFound(f"{exc}; drafter names are {names}") from exc
         check_same_vocabulary(target, drafter_model)
     return ModelDrafter(drafter_model.model, name=drafter_model.name, vocab_size=output_vocab_size(target.model))

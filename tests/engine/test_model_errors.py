@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,46 @@ def test_shipped_drafter_only_serves_its_own_target(tmp_path):
     other = SimpleNamespace(spec=str(tmp_path))
     assert _message(load_drafter, "smoldraft", other) == (
         f"drafter 'smoldraft' was trained for the 'embedded' target, not {str(tmp_path)!r}")
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch, tmp_path):
+    """A hub whose host never resolves (.invalid is reserved for that), and an empty cache."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "https://hub.invalid")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "hub-cache"
+
+
+def test_an_unreachable_hub_fails_at_once_without_retry_noise(unreachable_hub, capfd):
+    # huggingface_hub retries an unreachable host with backoff: about a minute of
+    # "Retrying in 8s" lines before the error, had the hub been asked.
+    started = time.monotonic()
+    message = _message(load_target, "specchat-tests/no-such-model")
+    assert time.monotonic() - started < 15
+    assert message == ("cannot load 'specchat-tests/no-such-model': not found locally and the "
+                       "Hugging Face hub is not reachable (offline?)")
+    assert "Retry" not in capfd.readouterr().err
+
+
+def test_a_mistyped_drafter_name_lists_the_drafter_names(unreachable_hub, embedded):
+    message = _message(load_drafter, "smoldraf", embedded)
+    assert message.endswith("not reachable (offline?); drafter names are smoldraft, ngram, none")
+
+
+def test_a_hub_model_in_the_local_cache_loads_without_the_hub(unreachable_hub):
+    cfg = LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1)
+    # The layout huggingface_hub gives a downloaded repo: refs/main names a snapshot.
+    repo = unreachable_hub / "models--specchat-tests--tiny"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    LlamaForCausalLM(cfg).save_pretrained(snapshot)
+    word_tokenizer(16).save_pretrained(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    loaded = load_target("specchat-tests/tiny", device="cpu", quant="none")
+    assert loaded.name == "tiny" and loaded.model.config.vocab_size == 16
