@@ -54,6 +54,8 @@ _CERTAIN = 0.9999
 _EMA = 0.2
 _TOLERATED_LOSS = 1.0  # tokens (decayed sum) drafting may lag plain decoding by before it stops
 
+Spare = Callable[[int], int]  # alternatives that may be verified beside a run of n drafts
+
 
 class FixedK:
     def __init__(self, k: int) -> None:
@@ -65,8 +67,9 @@ class FixedK:
     def draft_more(self, ps: list[float]) -> bool:
         return True  # the drafter stops at k
 
-    def submit(self, ps: list[float], alternatives: Sequence[Alternative] = ()) -> tuple[int, bool]:
-        return len(ps), True
+    def submit(self, ps: list[float], alternatives: Sequence[Alternative] = (),
+               spare: Spare = lambda n: 0) -> tuple[int, list[Alternative]]:
+        return len(ps), choose_alternatives(alternatives, ps, spare(len(ps)))
 
     def observe(self, r: Round, catchup_tokens: int = 0) -> None:
         pass
@@ -111,7 +114,6 @@ class AdaptiveK:
     first_k: int = 2  # before anything is measured
     verify_cost: dict[int, float] = field(default_factory=dict)  # tokens fed → seconds (EMA)
     draft_cost: float | None = None  # seconds per drafted token (EMA)
-    spare: Callable[[int], int] = lambda k: 0  # alternatives that may be verified beside a run of k
     calibration: Calibration = field(default_factory=Calibration)  # drafts
     alternative_calibration: Calibration = field(default_factory=Calibration)  # where the draft was not
     # Decayed sum over the rounds that drafted of their tokens minus the plain steps
@@ -184,11 +186,11 @@ class AdaptiveK:
             out.append(out[-1] * self.calibration.rate(p))
         return out
 
-    def expected_rates(self, ps: list[float]) -> list[float]:
-        """Expected tokens per second of the round when the first n drafts (drafter
-        probabilities `ps`) are verified without alternatives, for n = 0..len(ps)."""
-        reach = self._reach(ps)
-        return [sum(reach[: n + 1]) / self._round_time(len(ps), n) for n in range(len(ps) + 1)]
+    def _expected_rates(self, reach: list[float]) -> list[float]:
+        """Expected tokens per second of the round when the first n of its drafts are
+        verified without alternatives, for n = 0..drafts (reach: `_reach` of them)."""
+        drafted = len(reach) - 1
+        return [sum(reach[: n + 1]) / self._round_time(drafted, n) for n in range(drafted + 1)]
 
     # -- decisions ----------------------------------------------------------
     def choose(self, limit: int) -> int:
@@ -218,24 +220,26 @@ class AdaptiveK:
             return True  # nothing measured yet: draft up to the cap
         reach = self._reach(ps)
         hoped = (sum(reach) + reach[-1] * self.calibration.best_rate()) / self._round_time(len(ps) + 1, len(ps) + 1)
-        return hoped > max(self.expected_rates(ps))
+        return hoped > max(self._expected_rates(reach))
 
-    def submit(self, ps: list[float], alternatives: Sequence[Alternative] = ()) -> tuple[int, bool]:
-        """How many of the drafts to verify, and whether with the alternatives the
-        run gets (alternatives.spare_for): whichever has the best expected rate."""
+    def submit(self, ps: list[float], alternatives: Sequence[Alternative] = (),
+               spare: Spare = lambda n: 0) -> tuple[int, list[Alternative]]:
+        """How many of the drafts to verify, and which alternatives beside them: none,
+        or the `spare(n)` best for a run of n (alternatives.spare_for), whichever has
+        the best expected rate."""
         if not self.verify_cost or not ps:
-            return len(ps), True
+            return len(ps), choose_alternatives(alternatives, ps, spare(len(ps)))
         reach = self._reach(ps)
-        best, choice = -1.0, (0, False)
+        plain = self._expected_rates(reach)
+        best, choice = -1.0, (0, [])
         for n in range(len(ps) + 1):
-            tokens = sum(reach[: n + 1])
-            options = [(tokens / self._round_time(len(ps), n), False)]
-            beside = choose_alternatives([a for a in alternatives if a.position < n], ps[:n], self.spare(n))
+            options = [(plain[n], [])]
+            beside = choose_alternatives(alternatives, ps[:n], spare(n))
             if beside:
                 extra = sum(reach[a.position] * (1.0 - self.calibration.rate(ps[a.position]))
                             * self.alternative_calibration.rate(a.p) for a in beside)
-                options.append(((tokens + extra) / self._round_time(len(ps), n, len(beside)), True))
-            for rate, with_alternatives in options:
+                options.append(((sum(reach[: n + 1]) + extra) / self._round_time(len(ps), n, len(beside)), beside))
+            for rate, verified_beside in options:
                 if rate > best:
-                    best, choice = rate, (n, with_alternatives)
+                    best, choice = rate, (n, verified_beside)
         return choice

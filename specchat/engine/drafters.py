@@ -57,9 +57,11 @@ ALTERNATIVES_PER_POSITION = 3
 
 
 def choose_alternatives(candidates: list[Alternative], run_p: list[float], spare: int) -> list[Alternative]:
-    """The `spare` candidates most likely to be needed and right: one at position i
-    matters only if the drafted run holds up to i, so each is valued at the drafter's
-    probability of reaching i times its own probability. In position order."""
+    """The `spare` candidates beside a run with drafter probabilities `run_p` most
+    likely to be needed and right: one at position i matters only if the drafted run
+    holds up to i, so each is valued at the drafter's probability of reaching i times
+    its own probability. Candidates past the run are left out. In position order."""
+    candidates = [a for a in candidates if a.position < len(run_p)]
     if spare <= 0 or not candidates:
         return []
     reach = [1.0]

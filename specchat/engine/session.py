@@ -159,7 +159,7 @@ class ChatSession:
         key = (id(self.drafter), self.settings.k, self.settings.max_k)
         if self._policy is None or key != self._policy_key:
             k = 0 if self.drafter.kind == "none" else self.settings.k  # nothing to adapt
-            self._policy = AdaptiveK(max_k=self.settings.max_k, spare=self._spare) if k is None else FixedK(k)
+            self._policy = AdaptiveK(max_k=self.settings.max_k) if k is None else FixedK(k)
             self._policy_key = key
         return self._policy
 

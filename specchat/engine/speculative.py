@@ -30,7 +30,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from specchat.engine.alternatives import accepted_rows, forward_with_alternatives, keep_rows, verify_greedy
 from specchat.engine.detok import IncrementalDecoder
-from specchat.engine.drafters import Drafter, choose_alternatives
+from specchat.engine.drafters import Drafter
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.events import AlternativeToken, DraftedToken, EmittedToken, FinishReason, Round
 from specchat.engine.forward import StateTap, forward_logits, output_vocab_size, sync_cache
@@ -120,16 +120,14 @@ class SpeculativeDecoder:
             proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator,
                                             spare=self.spare(min(k, 1)), more=self.policy.draft_more)
             if self.sampling.greedy:
-                n, with_alternatives = self.policy.submit(proposal.p[:k], proposal.alternatives)
+                n, alternatives = self.policy.submit(proposal.p[:k], proposal.alternatives, self.spare)
             else:
                 # Whether a sampled draft is verified may depend only on the drafts before
                 # it (as draft_more's answers do): cutting it for its own p would verify
                 # a draft not drawn from p, and the output would leave the target's
                 # distribution (test_sampling_lossless measures it).
-                n, with_alternatives = len(proposal.ids[:k]), False
+                n, alternatives = len(proposal.ids[:k]), []
             draft_ids = proposal.ids[:n]
-            alternatives = choose_alternatives([a for a in proposal.alternatives if a.position < n],
-                                               proposal.p[:n], self.spare(n)) if with_alternatives else []
             unverified = len(proposal.ids[:k]) - n
             t1 = clock(device)
             with StateTap(self.model, enabled=reads_states) as tap:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from specchat.engine.draft_length import AdaptiveK, Calibration, FixedK
-from specchat.engine.drafters import Alternative
+from specchat.engine.drafters import Alternative, choose_alternatives
 from specchat.engine.events import AlternativeToken, DraftedToken, EmittedToken, Round
 
 
@@ -64,7 +64,11 @@ def test_an_expensive_drafter_is_not_worth_it_even_when_right():
 
 def test_fixed_k_respects_the_limit_and_verifies_every_draft():
     assert FixedK(5).choose(limit=3) == 3 and FixedK(5).choose(limit=9) == 5 and FixedK(2).choose(-1) == 0
-    assert FixedK(4).draft_more([0.01]) and FixedK(4).submit([0.01, 0.01]) == (2, True)
+    assert FixedK(4).draft_more([0.01]) and FixedK(4).submit([0.01, 0.01]) == (2, [])
+    beside = [Alternative(0, 7, 0.3), Alternative(1, 8, 0.2), Alternative(2, 9, 0.9)]
+    # its run is verified whole, with the alternatives beside it that fit (none past the run)
+    assert FixedK(4).submit([0.5, 0.5], beside, spare=lambda n: 5) == (2, beside[:2])
+    assert FixedK(4).submit([0.5, 0.5], beside, spare=lambda n: 1) == (2, beside[:1])
 
 
 def _calibrated() -> AdaptiveK:
@@ -91,13 +95,13 @@ def test_a_run_is_cut_where_the_drafter_is_unsure():
     policy = _calibrated()
     # Each verified token costs a fifth of a step here: the unlikely third draft and
     # whatever follows it are not worth verifying.
-    assert policy.submit([0.95, 0.95, 0.15, 0.95, 0.95]) == (2, False)
-    assert policy.submit([0.15, 0.95]) == (0, False)  # a plain step
+    assert policy.submit([0.95, 0.95, 0.15, 0.95, 0.95]) == (2, [])
+    assert policy.submit([0.15, 0.95]) == (0, [])  # a plain step
     assert policy.draft_more([0.95, 0.95]) and not policy.draft_more([0.95, 0.95, 0.15])
     # Where a wider pass costs nothing more, verifying every draft is best.
     flat = _calibrated()
     flat.verify_cost = {fed: 0.045 for fed in range(1, 10)}
-    assert flat.submit([0.95, 0.95, 0.15, 0.95, 0.95]) == (5, False)
+    assert flat.submit([0.95, 0.95, 0.15, 0.95, 0.95]) == (5, [])
 
 
 def test_drafting_resumes_after_a_probe_finds_predictable_text():
@@ -116,7 +120,7 @@ def test_drafting_resumes_after_a_probe_finds_predictable_text():
 
 
 def test_alternatives_count_in_the_pass_cost_and_are_calibrated_where_their_draft_failed():
-    policy = AdaptiveK(max_k=4, spare=lambda k: max(0, 5 - k))  # fill the pass to 6 tokens
+    policy = AdaptiveK(max_k=4)
     r = _round(0, [0.5, 0.5], 0.004, 0.060)
     r.alternatives = [AlternativeToken(0, 7, "z", 0.3, 0.6, True), AlternativeToken(1, 8, "w", 0.2, 0.1, False),
                       AlternativeToken(0, 5, "v", 0.1, 0.1, False)]
@@ -128,8 +132,12 @@ def test_alternatives_count_in_the_pass_cost_and_are_calibrated_where_their_draf
     assert policy.calibration.tried[5] == 1.0 and policy.calibration.accepted[5] == 0.0
 
 
+def _fill_to_6(n: int) -> int:  # alternatives that fill the pass to 6 tokens
+    return max(0, 5 - n)
+
+
 def _alternatives_policy(verify_cost) -> AdaptiveK:
-    policy = AdaptiveK(max_k=4, spare=lambda k: max(0, 5 - k), draft_cost=0.0)
+    policy = AdaptiveK(max_k=4, draft_cost=0.0)
     policy.verify_cost = {fed: verify_cost(fed) for fed in range(1, 10)}
     for i in range(40):  # drafts at p 0.5 hold half the time; when not, an alternative is right 1 in 5
         r = _round(0, [0.5], 0.0, verify_cost(3))
@@ -143,7 +151,7 @@ def test_alternatives_are_verified_when_their_worth_beats_their_cost():
     candidates = [Alternative(0, 7, 0.35), Alternative(0, 8, 0.15), Alternative(1, 9, 0.35)]
     # A wider pass costs nothing more: the run and the alternatives beside it.
     free = _alternatives_policy(lambda fed: 0.045)
-    assert free.submit([0.5, 0.5], candidates) == (2, True)
+    assert free.submit([0.5, 0.5], candidates, _fill_to_6) == (2, choose_alternatives(candidates, [0.5, 0.5], 3))
     # Each token fed costs 40% of a step: one right a tenth of the time is not worth it.
     steep = _alternatives_policy(lambda fed: 0.045 + 0.018 * (fed - 1))
-    assert steep.submit([0.5, 0.5], candidates)[1] is False
+    assert steep.submit([0.5, 0.5], candidates, _fill_to_6)[1] == []
