@@ -86,6 +86,10 @@ def context_length(model: Any) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 4096)
 
 
+class TurnRefused(Exception):
+    """A turn the engine cannot run as asked; the message is for the user as it is."""
+
+
 class ChatSession:
     def __init__(self, target: Any, drafter: Drafter, *, system_prompt: str | None = None,
                  settings: GenerationSettings | None = None) -> None:
@@ -151,6 +155,11 @@ class ChatSession:
         while len(ids) > budget and len(history) - dropped > 1:
             dropped += 2 if history[dropped].role == "user" and len(history) - dropped > 2 else 1
             ids = self._render(history[dropped:])
+        if len(ids) >= self._ctx:
+            # The newest message alone leaves no room for an answer. Cutting it would
+            # answer a text the user did not send; they can shorten it themselves.
+            raise TurnRefused(f"the message is too long: the prompt is {len(ids)} tokens and the "
+                              f"model's context holds {self._ctx}, answer included")
         return ids, dropped
 
     def _policy_for_turn(self) -> AdaptiveK | FixedK:
@@ -217,6 +226,12 @@ class ChatSession:
             reason = state.finish_reason or "cancelled"
         except GeneratorExit:
             raise
+        except TurnRefused as exc:
+            # Nothing ran, so the caches stay good, and the message leaves the history the
+            # model reads (the screen and the saved conversation keep it): left there, it
+            # would crowd the earlier exchanges out of every later prompt.
+            del self.history[-2:]
+            reason, error = "error", str(exc)
         except Exception as exc:  # noqa: BLE001 - any model failure ends the turn, not the program
             reason, error = "error", _one_line(exc)
             self._drop_caches()

@@ -61,6 +61,16 @@ def test_missing_model_is_exit_1_with_one_line(cli, tmp_path):
     assert "no-such-model" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+def test_text_longer_than_the_context_is_exit_1_with_one_line(cli, shared_model):
+    result = cli("run", "--max-new-tokens", "2", "--json", "Summarize.", input=("word " * 9000).encode())
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("specchat: error: the message is too long: the prompt is 90")
+    assert "context holds 8192" in result.stderr
+    assert json.loads(result.stdout)["finish_reason"] == "error"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_without_a_gpu_is_exit_1(cli):
     result = cli("run", "--device", "cuda", "hi")

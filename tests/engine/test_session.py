@@ -115,3 +115,24 @@ def test_model_failure_ends_turn_with_error_and_keeps_history(embedded, monkeypa
     # the caches were dropped, so the next turn re-reads the history and works
     again = list(session.send("Hi again."))
     assert again[0].reused_tokens == 0 and again[-1].finish_reason == "eos"
+
+
+def test_a_message_longer_than_the_context_is_refused_and_the_conversation_goes_on(embedded):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=160,
+                      tie_word_embeddings=True)
+    tiny = as_target(LlamaForCausalLM(cfg).eval(), embedded.tokenizer)
+    session = ChatSession(tiny, NoDrafter(), settings=_settings(max_new_tokens=8))
+    list(session.send("Hello there."))
+    kept = [(m.role, m.content) for m in session.history]
+    events = list(session.send("word " * 400))
+    assert [type(e) for e in events] == [TurnEnd]  # refused before any prefill
+    end = events[-1]
+    assert end.finish_reason == "error" and end.totals.tokens == 0
+    assert end.error.startswith("the message is too long: the prompt is ") and "context holds 160" in end.error
+    assert [(m.role, m.content) for m in session.history] == kept  # the earlier exchange, untouched
+    after = list(session.send("And now?"))
+    assert isinstance(after[0], TurnStart) and after[-1].finish_reason in ("length", "eos")
+    alone = list(ChatSession(tiny, NoDrafter(), settings=_settings(max_new_tokens=8)).send("And now?"))[0]
+    assert after[0].prompt_tokens > alone.prompt_tokens  # the first exchange is still in the prompt
