@@ -161,6 +161,9 @@ AlternativesOpt = Annotated[Optional[str], _opt(
 TemperatureOpt = Annotated[Optional[float], _opt("--temperature", "0 = greedy.", _D.temperature)]
 TopPOpt = Annotated[Optional[float], _opt("--top-p", "Nucleus sampling mass.", _D.top_p)]
 TopKOpt = Annotated[Optional[int], _opt("--top-k", "0 = off.", _D.top_k)]
+PenaltyOpt = Annotated[Optional[float], _opt(
+    "--repetition-penalty", "Make tokens already in the conversation less likely (1 = off; 1.1 is "
+    "mild), as transformers' repetition_penalty. Speculation stays exact under it.", _D.repetition_penalty)]
 SeedOpt = Annotated[Optional[int], _opt("--seed", "Seed for sampling.")]
 MaxNewOpt = Annotated[Optional[int], _opt("--max-new-tokens", "Longest answer, in tokens.", _D.max_new_tokens)]
 DeviceOpt = Annotated[Optional[str], _opt("--device", "", _D.device, metavar="|".join(DEVICES))]
@@ -184,8 +187,9 @@ def _settings(config: RunConfig):
     from specchat.engine.session import GenerationSettings
 
     return GenerationSettings(k=config.k, alternatives=config.alternatives, temperature=config.temperature,
-                              top_p=config.top_p,
-                              top_k=config.top_k, seed=config.seed, max_new_tokens=config.max_new_tokens)
+                              top_p=config.top_p, top_k=config.top_k,
+                              repetition_penalty=config.repetition_penalty, seed=config.seed,
+                              max_new_tokens=config.max_new_tokens)
 
 
 def _progress(message: str) -> None:
@@ -243,6 +247,7 @@ def run(
     temperature: TemperatureOpt = None,
     top_p: TopPOpt = None,
     top_k: TopKOpt = None,
+    repetition_penalty: PenaltyOpt = None,
     seed: SeedOpt = None,
     max_new_tokens: MaxNewOpt = None,
     system: Annotated[Optional[str], typer.Option("--system", help="System prompt.", rich_help_panel=MODELS)] = None,
@@ -265,7 +270,7 @@ def run(
     with _errors(debug):
         config = resolve(dict(target=target, drafter=drafter, k=k, alternatives=alternatives,
                               temperature=temperature, top_p=top_p,
-                              top_k=top_k, seed=seed, max_new_tokens=max_new_tokens, system=system,
+                              top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, max_new_tokens=max_new_tokens, system=system,
                               device=device, quant=quant, theme=theme))
         if prompt is None and _stdin_is_tty():
             one_shot_only = [o for o, v in (("--json", json_), ("--stats", stats), ("--trace", trace)) if v]
@@ -336,6 +341,7 @@ def bench(
     temperature: Annotated[Optional[float], _opt("--temperature", "0 = greedy.", 0.0)] = None,
     top_p: TopPOpt = None,
     top_k: TopKOpt = None,
+    repetition_penalty: PenaltyOpt = None,
     seed: SeedOpt = None,
     max_new_tokens: Annotated[Optional[int], _opt("--max-new-tokens", "Longest answer per turn.", 128)] = None,
     device: DeviceOpt = None,
@@ -361,13 +367,13 @@ def bench(
     with _errors(debug):
         config = resolve(dict(target=target, drafter=drafter, k=k, alternatives=alternatives,
                               temperature=temperature, top_p=top_p,
-                              top_k=top_k, seed=seed, max_new_tokens=max_new_tokens, device=device,
+                              top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, max_new_tokens=max_new_tokens, device=device,
                               quant=quant), defaults=command.BENCH_DEFAULTS, cli_only=command.COMMAND_LINE_ONLY)
         try:
             chosen, source = command.choose_prompts(prompts, category, limit)
         except ValueError as e:  # PromptFileError included
             raise Fail(str(e), EXIT_USAGE) from None
-        command.run(config, chosen, source, peers=peers.value, as_json=json_, load=_load)
+        command.run(config, _settings(config), chosen, source, peers=peers.value, as_json=json_, load=_load)
 
 
 # --- models -----------------------------------------------------------------------

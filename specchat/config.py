@@ -44,6 +44,7 @@ class RunConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    repetition_penalty: float = 1.0
     seed: int | None = None
     max_new_tokens: int = 512
     system: str | None = None
@@ -127,6 +128,13 @@ def _top_p(v: Any) -> float:
     return x
 
 
+def _penalty(v: Any) -> float:
+    x = _float(v)
+    if not x > 0.0:
+        raise ValueError(f"must be > 0 (1 = off), got {x}")
+    return x
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         s = _nonempty_str(v).lower()
@@ -157,6 +165,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "temperature": _at_least(0.0, _float),
     "top_p": _top_p,
     "top_k": _at_least(0, _int),
+    "repetition_penalty": _penalty,
     "seed": _seed,
     "max_new_tokens": _at_least(1, _int),
     "system": _text,

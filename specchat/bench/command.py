@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from specchat.bench.prompts import BenchPrompt, builtin_prompts, load_prompts, select
 from specchat.config import RunConfig
 
+if TYPE_CHECKING:
+    from specchat.engine.session import GenerationSettings
+
 # Benchmarks are greedy and shorter than chats unless asked otherwise; these settings
 # come from the bench command line only, never from the chat's config file or env.
 BENCH_DEFAULTS = {"temperature": 0.0, "max_new_tokens": 128}
-COMMAND_LINE_ONLY = frozenset({"temperature", "top_p", "top_k", "seed", "max_new_tokens", "system"})
+COMMAND_LINE_ONLY = frozenset({"temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_new_tokens",
+                               "system"})
 
 
 def choose_prompts(prompts_file: Path | None, categories: list[str] | None,
@@ -30,20 +34,17 @@ def choose_prompts(prompts_file: Path | None, categories: list[str] | None,
     return chosen, str(prompts_file) if prompts_file else "built-in"
 
 
-def run(config: RunConfig, prompts: list[BenchPrompt], source: str, *, peers: str,
+def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchPrompt], source: str, *, peers: str,
         as_json: bool, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr, load=None) -> None:
+    """Bench the models `load(config)` gives with `settings` (made from `config`)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from specchat.bench.peers import hf_peers
     from specchat.bench.report import build_report, render, table_console
     from specchat.bench.runner import run_bench, steps
-    from specchat.engine.session import GenerationSettings
 
     target, drafter = load(config)
-    settings = GenerationSettings(k=config.k, alternatives=config.alternatives, temperature=config.temperature,
-                                  top_p=config.top_p,
-                                  top_k=config.top_k, seed=config.seed, max_new_tokens=config.max_new_tokens)
     peer_list = hf_peers(drafter, config.k, target.model) if peers == "hf" else []
     err_console = Console(file=err)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -55,7 +56,8 @@ def run(config: RunConfig, prompts: list[BenchPrompt], source: str, *, peers: st
         "target": target.name, "drafter": drafter.name, "device": str(target.device),
         "precision": target.precision, "k": config.k_label, "alternatives": config.alternatives_label,
         "temperature": config.temperature,
-        "top_p": config.top_p, "top_k": config.top_k, "seed": config.seed,
+        "top_p": config.top_p, "top_k": config.top_k, "repetition_penalty": config.repetition_penalty,
+        "seed": config.seed,
         "max_new_tokens": config.max_new_tokens, "prompts": source, "n_prompts": len(prompts),
         "order": "baseline and speculation alternate per prompt, after a warm-up",
         "baseline": "the same engine with speculation off (drafter none)",

@@ -94,6 +94,7 @@ def _generation_config(target, settings) -> Any:
     gc.temperature = None if greedy else settings.temperature
     gc.top_p = None if greedy else settings.top_p
     gc.top_k = None if greedy or not settings.top_k else settings.top_k
+    gc.repetition_penalty = None if settings.repetition_penalty == 1.0 else settings.repetition_penalty
     gc.max_new_tokens = settings.max_new_tokens
     gc.min_new_tokens = None
     eos = sorted(end_of_turn_ids(target.model, target.tokenizer))

@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedModel
 
 from specchat.engine.forward import forward_logits, new_cache, sync_cache
-from specchat.engine.sampling import SamplingSettings, logits_to_probs, pick
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, penalise_repeats, pick, repeat_masks
 
 
 @dataclass(frozen=True)
@@ -198,12 +198,18 @@ class ModelDrafter:
         ps: list[float] = []
         dists = []
         candidates: list[Alternative] = []
+        penalty = sampling.repetition_penalty
+        seen = repeat_masks(tokens, [[]], self.vocab_size, logits.device)[0] if penalty != 1.0 else None
         for i in range(k):
+            if seen is not None:
+                logits = penalise_repeats(logits, seen, penalty)
             probs = logits_to_probs(logits, sampling)
             token = pick(logits, probs, sampling, generator)
             ids.append(token)
             ps.append(float(probs[token]))
             dists.append(probs)
+            if seen is not None:
+                seen[token] = True
             if spare and sampling.greedy:
                 candidates += top_alternatives(i, probs, token)
             if i + 1 == k or (more is not None and not more(ps)):

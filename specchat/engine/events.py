@@ -80,6 +80,7 @@ class TurnStart:
     reused_tokens: int  # of those, tokens whose KV cache was kept from earlier turns
     prefill_time_s: float
     user_text: str = ""
+    repetition_penalty: float = 1.0  # traces recorded before it existed had none
 
 
 @dataclass

@@ -6,6 +6,12 @@ target's verdicts use identical logits processing, so p and q are comparable.
 Greedy (temperature <= 0) is the limit of sampling: a token is accepted iff it is
 the target's argmax, and the correction is the argmax. For display, greedy rounds
 still report p and q as temperature-1 softmax probabilities.
+
+A repetition penalty (`penalise_repeats`) changes the logits before all of this,
+by the tokens of the sequence before each position. The target's rows in a verify
+pass each get the penalty of their own prefix, so the answer is still exactly the
+target's own (penalised) greedy answer or distribution; drafters apply it too, only
+so that they guess that answer better.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ class SamplingSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    repetition_penalty: float = 1.0  # 1 = off; as transformers' repetition_penalty
 
     @property
     def greedy(self) -> bool:
@@ -32,6 +39,31 @@ class SamplingSettings:
             raise ValueError("top_p must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+
+
+def repeat_masks(context: list[int], branches: list[list[int]], vocab_size: int,
+                 device: torch.device) -> torch.Tensor:
+    """[len(branches), vocab_size] booleans: row i marks the tokens of `context`
+    followed by `branches[i]`, the sequence before that row's position."""
+    masks = torch.zeros(len(branches), vocab_size, dtype=torch.bool)
+    if context:
+        masks[:, torch.tensor(context, dtype=torch.long)] = True
+    rows = [i for i, branch in enumerate(branches) for _ in branch]
+    if rows:
+        masks[torch.tensor(rows), torch.tensor([t for branch in branches for t in branch])] = True
+    return masks.to(device)
+
+
+def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """transformers' repetition penalty: the logit of a token already in the sequence
+    (`seen`, booleans shaped like `logits`) is divided by `penalty` when positive and
+    multiplied by it otherwise, so a penalty above 1 makes every repeat less likely."""
+    if penalty == 1.0:
+        return logits
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
 
 
 def logits_to_probs(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:

@@ -44,12 +44,14 @@ class GenerationSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    repetition_penalty: float = 1.0
     seed: int | None = None
     max_new_tokens: int = 512
     stop: tuple[str, ...] = ()
 
     def sampling(self) -> SamplingSettings:
-        return SamplingSettings(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        return SamplingSettings(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                                repetition_penalty=self.repetition_penalty)
 
     def validate(self) -> None:
         self.sampling().validate()
@@ -250,6 +252,7 @@ class ChatSession:
         return TurnStart(turn=turn, target=self.target.name, drafter=self.drafter.name,
                          device=str(model.device), k=self._policy_for_turn().label(),
                          temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                         repetition_penalty=s.repetition_penalty,
                          max_new_tokens=s.max_new_tokens, prompt_tokens=len(prompt),
                          reused_tokens=reused, prefill_time_s=clock(model.device) - t0,
                          user_text=user_text)

@@ -34,7 +34,7 @@ from specchat.engine.drafters import Drafter
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.events import AlternativeToken, DraftedToken, EmittedToken, FinishReason, Round
 from specchat.engine.forward import StateTap, forward_logits, output_vocab_size, sync_cache
-from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, penalise_repeats, repeat_masks, verify
 
 
 def clock(device: torch.device) -> float:
@@ -138,6 +138,12 @@ class SpeculativeDecoder:
                     logits = forward_logits(self.model, self.cache, [state.tokens[-1], *draft_ids],
                                             keep=len(draft_ids) + 1)
             logits = logits[:, : self.vocab_size]
+            if self.sampling.repetition_penalty != 1.0:
+                # Each row by its own prefix: the run up to it, or an alternative's branch.
+                branches = [draft_ids[:i] for i in range(len(draft_ids) + 1)]
+                branches += [draft_ids[: a.position] + [a.token_id] for a in alternatives]
+                seen = repeat_masks(state.tokens, branches, logits.shape[-1], logits.device)
+                logits = penalise_repeats(logits, seen, self.sampling.repetition_penalty)
             probs = logits_to_probs(logits, self.sampling)
             if alternatives:
                 verdict, chosen = verify_greedy(draft_ids, alternatives, logits)

@@ -25,7 +25,7 @@ from specchat.engine.drafters import (ALTERNATIVES_PER_POSITION, Alternative, Pr
                                      choose_alternatives, find_continuation)
 from specchat.engine.forward import common_prefix
 from specchat.engine.fp16_linear import pack_fp16, replace_linears
-from specchat.engine.sampling import SamplingSettings, logits_to_probs, sample
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, penalise_repeats, repeat_masks, sample
 
 
 @dataclass
@@ -334,6 +334,10 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
     unfed: list[int] = []  # drafted tokens the model has not seen yet
     candidates: list[Alternative] = []
     wants_alternatives = spare > 0 and sampling.greedy
+    penalty = sampling.repetition_penalty
+    # Which draft-vocabulary entries the sequence holds so far (for the penalty).
+    seen = repeat_masks(tokens, [[]], model.cfg.target_vocab, output.device)[0][model.vocab_ids] \
+        if penalty != 1.0 else None
     for i in range(k):
         copied = lookup(context) if use_lookup else None
         if copied is None and unfed:
@@ -341,6 +345,8 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
         # The model's logits are at hand for a copied token too when nothing is unfed:
         # its own guesses there are alternatives to the copy.
         logits = logits_of(output) if copied is None or (wants_alternatives and not unfed) else None
+        if logits is not None and seen is not None:
+            logits = penalise_repeats(logits, seen, penalty)
         if wants_alternatives and logits is not None:
             # The pick and its alternatives in one read from the device.
             best, best_p, likeliest = read_greedy(model, logits, ALTERNATIVES_PER_POSITION + 1)
@@ -354,6 +360,8 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
         ps.append(p)
         context.append(token)
         unfed.append(token)
+        if seen is not None:
+            seen |= model.vocab_ids == token
         if more is not None and i + 1 < k and not more(ps):
             break
     return Proposal(ids=ids, p=ps, dists=torch.stack(dists) if dists else None, catchup_tokens=catchup,

@@ -429,6 +429,9 @@ class SpecChatApp(App):
         elif name == "temp":
             self.session.settings.temperature = float(arg)
             self.notify(f"temperature = {float(arg):g}")
+        elif name == "penalty":
+            self.session.settings.repetition_penalty = float(arg)
+            self.notify(f"repetition penalty = {float(arg):g}")
 
     def set_speculation(self, on: bool) -> None:
         from specchat.engine.drafters import NoDrafter

@@ -11,12 +11,14 @@ HELP = {
     "k": "/k N|auto — draft length (0 never drafts)",
     "alt": "/alt N|auto — alternatives verified beside each drafted run (greedy; 0 = none)",
     "temp": "/temp X — sampling temperature (0 = greedy)",
+    "penalty": "/penalty X — repetition penalty (1 = off, 1.1 mild)",
     "theme": "/theme NAME|PATH — switch theme",
     "export": "/export [PATH] — save the conversation as Markdown",
     "trace": "/trace [PATH] — save the event stream as JSON lines (for specchat replay)",
     "help": "/help — list commands",
 }
-ALIASES = {"temperature": "temp", "speculation": "spec", "sys": "system", "alternatives": "alt"}
+ALIASES = {"temperature": "temp", "speculation": "spec", "sys": "system", "alternatives": "alt",
+           "repetition": "penalty"}
 
 
 class CommandError(ValueError):
@@ -50,6 +52,12 @@ def parse(text: str) -> Command | None:
                 raise ValueError
         except ValueError:
             raise CommandError("/temp takes a number ≥ 0") from None
+    if name == "penalty":
+        try:
+            if not float(arg) > 0:
+                raise ValueError
+        except ValueError:
+            raise CommandError("/penalty takes a number > 0 (1 = off)") from None
     if name == "theme" and not arg:
         raise CommandError("/theme takes a theme name or a path")
     return Command(name, arg)

@@ -42,6 +42,7 @@ def test_explicit_drafter_wins_and_other_targets_get_the_fallback(monkeypatch):
     ("k", "many", "auto"),
     ("temperature", "-0.5", ">= 0"),
     ("top_p", "0", "(0, 1]"),
+    ("repetition_penalty", "0", "> 0 (1 = off)"),
     ("max_new_tokens", "0", ">= 1"),
     ("device", "tpu", "auto, cuda, cpu"),
     ("quant", "3bit", "4bit, 8bit, fp16, none"),
@@ -96,6 +97,7 @@ def _one_line_error(result) -> str:
 @pytest.mark.parametrize("args, fragment", [
     (["run", "--k", "abc", "hi"], "--k"),
     (["run", "--temperature", "warm", "hi"], "--temperature"),
+    (["run", "--repetition-penalty", "-1", "hi"], "--repetition-penalty (command line): must be > 0"),
     (["run", "--color", "sometimes", "hi"], "--color"),
     (["run", "--device", "tpu", "hi"], "--device"),
     (["bench", "--limit", "0"], "--limit"),

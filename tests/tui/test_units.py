@@ -138,12 +138,14 @@ def test_broken_theme_falls_back_with_a_message(tmp_path):
     ("hello", None), ("//k 3", None), ("/k 3", commands.Command("k", "3")),
     ("/alternatives auto", commands.Command("alt", "auto")),
     ("/spec off", commands.Command("spec", "off")), ("/temperature 0.7", commands.Command("temp", "0.7")),
+    ("/penalty 1.1", commands.Command("penalty", "1.1")), ("/repetition 1", commands.Command("penalty", "1")),
 ])
 def test_commands_parse(text, expected):
     assert commands.parse(text) == expected
 
 
-@pytest.mark.parametrize("text", ["/k lots", "/alt -2", "/temp -1", "/spec maybe", "/nope", "/theme"])
+@pytest.mark.parametrize("text", ["/k lots", "/alt -2", "/temp -1", "/spec maybe", "/nope", "/theme",
+                                  "/penalty 0", "/penalty", "/penalty strong"])
 def test_bad_commands_say_why(text):
     with pytest.raises(commands.CommandError):
         commands.parse(text)

@@ -1,0 +1,92 @@
+"""A repetition penalty changes the target's answer; speculation must give exactly the
+penalised answer (greedy) or distribution (sampling), checked against transformers'
+own RepetitionPenaltyLogitsProcessor."""
+
+from __future__ import annotations
+
+import torch
+from transformers import RepetitionPenaltyLogitsProcessor
+
+from specchat.engine.drafters import ModelDrafter, NgramDrafter, NoDrafter
+from specchat.engine.sampling import SamplingSettings, logits_to_probs, penalise_repeats, repeat_masks
+from specchat.engine.session import end_of_turn_ids
+from specchat.models import load_drafter
+
+from .helpers import decode_once, word_tokenizer
+from .test_greedy_lossless import PROMPTS, _prompt_ids
+from .test_sampling_lossless import _sampled_marginals, total_variation
+
+PENALTY = 1.3  # strong enough to change the embedded target's greedy answers
+NEW_TOKENS = 40
+
+
+def test_masks_mark_each_rows_own_prefix_and_the_penalty_matches_transformers():
+    masks = repeat_masks([1, 2], [[], [3], [3, 4], [5]], vocab_size=6, device=torch.device("cpu"))
+    assert masks.tolist() == [[False, True, True, False, False, False],
+                              [False, True, True, True, False, False],
+                              [False, True, True, True, True, False],
+                              [False, True, True, False, False, True]]
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0, 4.0, 0.0]])
+    expected = RepetitionPenaltyLogitsProcessor(PENALTY)(torch.tensor([[1, 3, 4]]), logits.clone())
+    seen = repeat_masks([1, 3, 4], [[]], 6, torch.device("cpu"))
+    assert torch.allclose(penalise_repeats(logits, seen, PENALTY), expected)
+    assert penalise_repeats(logits, seen, 1.0) is logits
+
+
+def _penalised_reference(embedded, prompt: list[int]) -> tuple[list[int], list[int]]:
+    """transformers' greedy answer with and without the penalty."""
+    eos = sorted(end_of_turn_ids(embedded.model, embedded.tokenizer))
+    answers = []
+    for penalty in (PENALTY, 1.0):
+        out = embedded.model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                                      repetition_penalty=penalty, eos_token_id=eos)
+        ids = out[0, len(prompt):].tolist()
+        answers.append(next((ids[: i + 1] for i, t in enumerate(ids) if t in eos), ids))
+    return answers[0], answers[1]
+
+
+def test_greedy_speculation_gives_the_penalised_targets_answer(embedded):
+    settings = SamplingSettings(temperature=0.0, repetition_penalty=PENALTY)
+    eos = end_of_turn_ids(embedded.model, embedded.tokenizer)
+    shipped = load_drafter("smoldraft", embedded)
+    changed = 0
+    for text in PROMPTS[1:]:
+        prompt = _prompt_ids(embedded, text)
+        expected, unpenalised = _penalised_reference(embedded, prompt)
+        changed += expected != unpenalised
+        itself = ModelDrafter(embedded.model, name="self", vocab_size=49152)
+        for drafter, k, spare in [(NoDrafter(), 0, 0), (NgramDrafter(), 4, 0), (itself, 4, 0),
+                                  (shipped, 4, 3)]:
+            state, rounds, _ = decode_once(embedded.model, embedded.tokenizer, drafter, prompt, k=k,
+                                           new_tokens=NEW_TOKENS, sampling=settings, eos_ids=eos, spare=spare)
+            assert state.generated == expected, f"{drafter.name} left the penalised target's answer"
+            if drafter is itself:
+                # It penalises its drafts as the target does each row: it is always right.
+                assert all(t.accepted for r in rounds for t in r.drafted)
+    assert changed, "the penalty must change an answer, or this test could not fail"
+
+
+def test_sampling_keeps_the_penalised_targets_distribution(tiny_llama):
+    vocab = 12
+    target, draft_model = tiny_llama(vocab, seed=0), tiny_llama(vocab, seed=7)
+    for model in (target, draft_model):
+        model.lm_head.weight.data.mul_(6.0)
+    drafter = ModelDrafter(draft_model, name="tiny-draft", vocab_size=vocab)
+    prompt = [3, 1, 4, 1, 5]
+    settings = SamplingSettings(temperature=1.0, repetition_penalty=2.0)
+    # The exact marginals of the first two tokens, penalised by transformers' processor.
+    process = RepetitionPenaltyLogitsProcessor(2.0)
+    with torch.inference_mode():
+        first_logits = process(torch.tensor([prompt]), target(torch.tensor([prompt])).logits[:, -1])
+        exact_first = logits_to_probs(first_logits[0], SamplingSettings(temperature=1.0))
+        batch = torch.tensor([prompt + [t] for t in range(vocab)])
+        second_logits = process(batch, target(batch).logits[:, -1])
+        exact_second = exact_first @ logits_to_probs(second_logits, SamplingSettings(temperature=1.0))
+    first, second = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 1200)
+    bound = 0.07  # noise at n=1200 over 12 tokens is ~0.03
+    assert total_variation(first, exact_first) < bound
+    assert total_variation(second, exact_second) < bound
+    # Without the penalty the answer follows another distribution, which the bound tells apart.
+    plain_first, _ = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt,
+                                        SamplingSettings(temperature=1.0), 1200)
+    assert total_variation(plain_first, exact_first) > bound
