@@ -35,8 +35,11 @@ def choose_prompts(prompts_file: Path | None, categories: list[str] | None,
 
 
 def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchPrompt], source: str, *, peers: str,
-        as_json: bool, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr, load=None) -> None:
-    """Bench the models `load(config)` gives with `settings` (made from `config`)."""
+        as_json: bool, out: IO[str] | None = None, err: IO[str] | None = None, load=None) -> None:
+    """Bench the models `load(config)` gives with `settings` (made from `config`).
+    `out`/`err` default to the streams of the moment (a default bound at import would
+    keep a stream that has since been replaced and closed)."""
+    out, err = out or sys.stdout, err or sys.stderr
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
