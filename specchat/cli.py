@@ -162,8 +162,8 @@ TemperatureOpt = Annotated[Optional[float], _opt("--temperature", "0 = greedy.",
 TopPOpt = Annotated[Optional[float], _opt("--top-p", "Nucleus sampling mass.", _D.top_p)]
 TopKOpt = Annotated[Optional[int], _opt("--top-k", "0 = off.", _D.top_k)]
 PenaltyOpt = Annotated[Optional[float], _opt(
-    "--repetition-penalty", "Make tokens already in the conversation less likely (1 = off; 1.1 is "
-    "mild), as transformers' repetition_penalty. Speculation stays exact under it.", _D.repetition_penalty)]
+    "--repetition-penalty", "Make tokens already in the answer less likely (1 = off; 1.1 is mild), "
+    "as transformers' repetition_penalty. Speculation stays exact under it.", _D.repetition_penalty)]
 SeedOpt = Annotated[Optional[int], _opt("--seed", "Seed for sampling.")]
 MaxNewOpt = Annotated[Optional[int], _opt("--max-new-tokens", "Longest answer, in tokens.", _D.max_new_tokens)]
 DeviceOpt = Annotated[Optional[str], _opt("--device", "", _D.device, metavar="|".join(DEVICES))]

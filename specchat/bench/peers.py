@@ -94,7 +94,6 @@ def _generation_config(target, settings) -> Any:
     gc.temperature = None if greedy else settings.temperature
     gc.top_p = None if greedy else settings.top_p
     gc.top_k = None if greedy or not settings.top_k else settings.top_k
-    gc.repetition_penalty = None if settings.repetition_penalty == 1.0 else settings.repetition_penalty
     gc.max_new_tokens = settings.max_new_tokens
     gc.min_new_tokens = None
     eos = sorted(end_of_turn_ids(target.model, target.tokenizer))
@@ -102,6 +101,17 @@ def _generation_config(target, settings) -> Any:
     if gc.pad_token_id is None:
         gc.pad_token_id = eos[0]
     return gc
+
+
+def _penalty(settings, prompt_len: int) -> dict[str, Any]:
+    """generate() arguments for the engine's repetition penalty, which covers the
+    answer only (gc.repetition_penalty would cover the prompt too)."""
+    if settings.repetition_penalty == 1.0:
+        return {}
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    return {"logits_processor": LogitsProcessorList([
+        RepetitionPenaltyLogitsProcessor(settings.repetition_penalty, prompt_ignore_length=prompt_len)])}
 
 
 def measure_hf(target, prompt: BenchPrompt, settings, peer: Peer) -> Measurement:
@@ -119,7 +129,8 @@ def measure_hf(target, prompt: BenchPrompt, settings, peer: Peer) -> Measurement
             torch.manual_seed(settings.seed)
         clock = _Clock(target.device.type == "cuda")
         with torch.inference_mode():
-            out = target.model.generate(**enc, generation_config=gc, streamer=clock, **peer.kwargs)
+            out = target.model.generate(**enc, generation_config=gc, streamer=clock, **peer.kwargs,
+                                        **_penalty(settings, enc["input_ids"].shape[1]))
         new = out[0, enc["input_ids"].shape[1]:]
         answer = tok.decode(new, skip_special_tokens=True)
         messages.append({"role": "assistant", "content": answer})

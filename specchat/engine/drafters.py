@@ -199,7 +199,8 @@ class ModelDrafter:
         dists = []
         candidates: list[Alternative] = []
         penalty = sampling.repetition_penalty
-        seen = repeat_masks(tokens, [[]], self.vocab_size, logits.device)[0] if penalty != 1.0 else None
+        seen = repeat_masks(tokens[sampling.penalty_start:], [[]], self.vocab_size, logits.device)[0] \
+            if penalty != 1.0 else None
         for i in range(k):
             if seen is not None:
                 logits = penalise_repeats(logits, seen, penalty)

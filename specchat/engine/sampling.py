@@ -8,10 +8,11 @@ the target's argmax, and the correction is the argmax. For display, greedy round
 still report p and q as temperature-1 softmax probabilities.
 
 A repetition penalty (`penalise_repeats`) changes the logits before all of this,
-by the tokens of the sequence before each position. The target's rows in a verify
-pass each get the penalty of their own prefix, so the answer is still exactly the
-target's own (penalised) greedy answer or distribution; drafters apply it too, only
-so that they guess that answer better.
+by the tokens of the answer before each position (the prompt is exempt, so quoting
+the user's text is not penalised). The target's rows in a verify pass each get the
+penalty of their own prefix, so the answer is still exactly the target's own
+(penalised) greedy answer or distribution; drafters apply it too, only so that they
+guess that answer better.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class SamplingSettings:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0  # 1 = off; as transformers' repetition_penalty
+    penalty_start: int = 0  # where the answer starts: earlier tokens are not penalised
 
     @property
     def greedy(self) -> bool:

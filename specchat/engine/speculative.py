@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import torch
@@ -101,6 +101,8 @@ class SpeculativeDecoder:
         Sets state.finish_reason. The target cache must hold state.tokens[:-1]."""
         device = self.model.device
         reads_states = getattr(self.drafter, "reads_target_states", False)
+        # The repetition penalty covers this turn's answer only.
+        sampling = replace(self.sampling, penalty_start=state.prompt_len)
         while state.finish_reason is None:
             if self.cancel.is_set():
                 state.finish_reason = "cancelled"
@@ -117,9 +119,9 @@ class SpeculativeDecoder:
             # k is the cap: the policy may stop the drafter sooner and verify fewer.
             # Alternatives are asked for as if the run were one token long (the most
             # a run can have beside it) and trimmed once the run's length is known.
-            proposal = self.drafter.propose(state.tokens, k, self.sampling, self.generator,
+            proposal = self.drafter.propose(state.tokens, k, sampling, self.generator,
                                             spare=self.spare(min(k, 1)), more=self.policy.draft_more)
-            if self.sampling.greedy:
+            if sampling.greedy:
                 n, alternatives = self.policy.submit(proposal.p[:k], proposal.alternatives, self.spare)
             else:
                 # Whether a sampled draft is verified may depend only on the drafts before
@@ -138,18 +140,18 @@ class SpeculativeDecoder:
                     logits = forward_logits(self.model, self.cache, [state.tokens[-1], *draft_ids],
                                             keep=len(draft_ids) + 1)
             logits = logits[:, : self.vocab_size]
-            if self.sampling.repetition_penalty != 1.0:
+            if sampling.repetition_penalty != 1.0:
                 # Each row by its own prefix: the run up to it, or an alternative's branch.
                 branches = [draft_ids[:i] for i in range(len(draft_ids) + 1)]
                 branches += [draft_ids[: a.position] + [a.token_id] for a in alternatives]
-                seen = repeat_masks(state.tokens, branches, logits.shape[-1], logits.device)
-                logits = penalise_repeats(logits, seen, self.sampling.repetition_penalty)
-            probs = logits_to_probs(logits, self.sampling)
+                seen = repeat_masks(state.generated, branches, logits.shape[-1], logits.device)
+                logits = penalise_repeats(logits, seen, sampling.repetition_penalty)
+            probs = logits_to_probs(logits, sampling)
             if alternatives:
                 verdict, chosen = verify_greedy(draft_ids, alternatives, logits)
             else:
                 dists = proposal.dists[: len(draft_ids)] if proposal.dists is not None else None
-                verdict, chosen = verify(draft_ids, dists, logits, probs, self.sampling, self.generator), None
+                verdict, chosen = verify(draft_ids, dists, logits, probs, sampling, self.generator), None
             # The pass's rows on the accepted branch: last, the accepted run, an accepted alternative.
             rows = accepted_rows(verdict.n_accepted, len(draft_ids), chosen)
             keep_rows(self.cache, len(state.tokens) - 1, rows)

@@ -336,8 +336,8 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
     wants_alternatives = spare > 0 and sampling.greedy
     penalty = sampling.repetition_penalty
     # Which draft-vocabulary entries the sequence holds so far (for the penalty).
-    seen = repeat_masks(tokens, [[]], model.cfg.target_vocab, output.device)[0][model.vocab_ids] \
-        if penalty != 1.0 else None
+    seen = repeat_masks(tokens[sampling.penalty_start:], [[]], model.cfg.target_vocab,
+                        output.device)[0][model.vocab_ids] if penalty != 1.0 else None
     for i in range(k):
         copied = lookup(context) if use_lookup else None
         if copied is None and unfed:

@@ -1,11 +1,11 @@
-"""A repetition penalty changes the target's answer; speculation must give exactly the
-penalised answer (greedy) or distribution (sampling), checked against transformers'
-own RepetitionPenaltyLogitsProcessor."""
+"""A repetition penalty (on the answer's own tokens) changes the target's answer;
+speculation must give exactly the penalised answer (greedy) or distribution
+(sampling), checked against transformers' own RepetitionPenaltyLogitsProcessor."""
 
 from __future__ import annotations
 
 import torch
-from transformers import RepetitionPenaltyLogitsProcessor
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
 from specchat.engine.drafters import ModelDrafter, NgramDrafter, NoDrafter
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, penalise_repeats, repeat_masks
@@ -34,12 +34,13 @@ def test_masks_mark_each_rows_own_prefix_and_the_penalty_matches_transformers():
 
 
 def _penalised_reference(embedded, prompt: list[int]) -> tuple[list[int], list[int]]:
-    """transformers' greedy answer with and without the penalty."""
+    """transformers' greedy answer with the penalty on the answer's tokens, and without."""
     eos = sorted(end_of_turn_ids(embedded.model, embedded.tokenizer))
     answers = []
     for penalty in (PENALTY, 1.0):
+        process = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=len(prompt))])
         out = embedded.model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                      repetition_penalty=penalty, eos_token_id=eos)
+                                      logits_processor=process, eos_token_id=eos)
         ids = out[0, len(prompt):].tolist()
         answers.append(next((ids[: i + 1] for i, t in enumerate(ids) if t in eos), ids))
     return answers[0], answers[1]
@@ -67,26 +68,29 @@ def test_greedy_speculation_gives_the_penalised_targets_answer(embedded):
 
 
 def test_sampling_keeps_the_penalised_targets_distribution(tiny_llama):
-    vocab = 12
+    vocab, penalty = 12, 10.0
     target, draft_model = tiny_llama(vocab, seed=0), tiny_llama(vocab, seed=7)
     for model in (target, draft_model):
         model.lm_head.weight.data.mul_(6.0)
     drafter = ModelDrafter(draft_model, name="tiny-draft", vocab_size=vocab)
     prompt = [3, 1, 4, 1, 5]
-    settings = SamplingSettings(temperature=1.0, repetition_penalty=2.0)
-    # The exact marginals of the first two tokens, penalised by transformers' processor.
-    process = RepetitionPenaltyLogitsProcessor(2.0)
+    # The exact distribution of the first two tokens, penalised by transformers' processor
+    # (the prompt exempt: the first token is not penalised, the second only for repeating it).
+    process = RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=len(prompt))
+    plain = SamplingSettings(temperature=1.0)
     with torch.inference_mode():
-        first_logits = process(torch.tensor([prompt]), target(torch.tensor([prompt])).logits[:, -1])
-        exact_first = logits_to_probs(first_logits[0], SamplingSettings(temperature=1.0))
+        exact_first = logits_to_probs(target(torch.tensor([prompt])).logits[0, -1], plain)
         batch = torch.tensor([prompt + [t] for t in range(vocab)])
-        second_logits = process(batch, target(batch).logits[:, -1])
-        exact_second = exact_first @ logits_to_probs(second_logits, SamplingSettings(temperature=1.0))
-    first, second = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 1200)
+        raw = target(batch).logits[:, -1]
+        second_given = logits_to_probs(process(batch, raw.clone()), plain)
+        exact_second = exact_first @ second_given
+        exact_repeat = float(exact_first @ second_given.diagonal())  # P(second token == first)
+        plain_repeat = float(exact_first @ logits_to_probs(raw, plain).diagonal())
+    assert plain_repeat - exact_repeat > 0.05  # what the penalty changes, and the test measures
+    n, repeats = 1200, []
+    settings = SamplingSettings(temperature=1.0, repetition_penalty=penalty)
+    first, second = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, n, pairs=repeats)
     bound = 0.07  # noise at n=1200 over 12 tokens is ~0.03
     assert total_variation(first, exact_first) < bound
     assert total_variation(second, exact_second) < bound
-    # Without the penalty the answer follows another distribution, which the bound tells apart.
-    plain_first, _ = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt,
-                                        SamplingSettings(temperature=1.0), 1200)
-    assert total_variation(plain_first, exact_first) > bound
+    assert abs(sum(repeats) / n - exact_repeat) < 0.03  # noise ~0.008

@@ -66,10 +66,11 @@ def _exact_two_token_marginals(model, prompt, settings):
     return first, first @ second_given
 
 
-def _sampled_marginals(target, drafter, tokenizer, prompt, settings, n, policy=None, lengths=None):
+def _sampled_marginals(target, drafter, tokenizer, prompt, settings, n, policy=None, lengths=None, pairs=None):
     """Counts of the first and second generated token over n runs; `policy()` makes
-    each run's draft-length policy (else 2 drafts a round), and `lengths` collects
-    how many drafts each first round verified."""
+    each run's draft-length policy (else 2 drafts a round), `lengths` collects
+    how many drafts each first round verified, and `pairs` whether the second
+    token repeated the first."""
     first = torch.zeros(target.config.vocab_size)
     second = torch.zeros_like(first)
     gen = torch.Generator().manual_seed(1234)
@@ -80,6 +81,8 @@ def _sampled_marginals(target, drafter, tokenizer, prompt, settings, n, policy=N
             lengths.append(len(rounds[0].drafted))
         first[state.generated[0]] += 1
         second[state.generated[1]] += 1
+        if pairs is not None:
+            pairs.append(state.generated[0] == state.generated[1])
     return first, second
 
 
