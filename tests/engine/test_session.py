@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -82,12 +83,18 @@ def test_max_new_tokens_is_exact(embedded):
     assert end.finish_reason == "length" and end.totals.tokens == 7
 
 
-def test_oldest_turns_are_dropped_to_fit_the_context(embedded):
+@pytest.fixture
+def short_context(embedded):
+    """A tiny random target with the embedded tokenizer and a 160-token context."""
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=160,
                       tie_word_embeddings=True)
-    tiny = as_target(LlamaForCausalLM(cfg).eval(), embedded.tokenizer)
+    return as_target(LlamaForCausalLM(cfg).eval(), embedded.tokenizer)
+
+
+def test_oldest_turns_are_dropped_to_fit_the_context(short_context):
+    tiny = short_context
     session = ChatSession(tiny, NoDrafter(), system_prompt="Be brief.", settings=_settings(max_new_tokens=8))
     notices = []
     for i in range(8):
@@ -117,12 +124,8 @@ def test_model_failure_ends_turn_with_error_and_keeps_history(embedded, monkeypa
     assert again[0].reused_tokens == 0 and again[-1].finish_reason == "eos"
 
 
-def test_a_message_longer_than_the_context_is_refused_and_the_conversation_goes_on(embedded):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=160,
-                      tie_word_embeddings=True)
-    tiny = as_target(LlamaForCausalLM(cfg).eval(), embedded.tokenizer)
+def test_a_message_longer_than_the_context_is_refused_and_the_conversation_goes_on(short_context):
+    tiny = short_context
     session = ChatSession(tiny, NoDrafter(), settings=_settings(max_new_tokens=8))
     list(session.send("Hello there."))
     kept = [(m.role, m.content) for m in session.history]
