@@ -270,8 +270,9 @@ def run(
     with _errors(debug):
         config = resolve(dict(target=target, drafter=drafter, k=k, alternatives=alternatives,
                               temperature=temperature, top_p=top_p,
-                              top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, max_new_tokens=max_new_tokens, system=system,
-                              device=device, quant=quant, theme=theme))
+                              top_k=top_k, repetition_penalty=repetition_penalty, seed=seed,
+                              max_new_tokens=max_new_tokens, system=system, device=device, quant=quant,
+                              theme=theme))
         if prompt is None and _stdin_is_tty():
             one_shot_only = [o for o, v in (("--json", json_), ("--stats", stats), ("--trace", trace)) if v]
             if one_shot_only:
@@ -367,8 +368,9 @@ def bench(
     with _errors(debug):
         config = resolve(dict(target=target, drafter=drafter, k=k, alternatives=alternatives,
                               temperature=temperature, top_p=top_p,
-                              top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, max_new_tokens=max_new_tokens, device=device,
-                              quant=quant), defaults=command.BENCH_DEFAULTS, cli_only=command.COMMAND_LINE_ONLY)
+                              top_k=top_k, repetition_penalty=repetition_penalty, seed=seed,
+                              max_new_tokens=max_new_tokens, device=device, quant=quant),
+                         defaults=command.BENCH_DEFAULTS, cli_only=command.COMMAND_LINE_ONLY)
         try:
             chosen, source = command.choose_prompts(prompts, category, limit)
         except ValueError as e:  # PromptFileError included
