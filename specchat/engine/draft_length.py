@@ -8,8 +8,8 @@ The adaptive rule (`AdaptiveK`) makes three decisions, all from measurements:
    otherwise plain decoding, with a probe now and then (at growing gaps) so it
    notices when the text becomes predictable again;
 2. while drafting, after each drafted token, whether to draft another (`draft_more`);
-3. after drafting, how many of the drafts to verify, and whether to verify the
-   drafter's alternatives beside them (`submit`).
+3. after drafting, how many of the drafts to verify, and how many of the drafter's
+   alternatives beside them (`submit`).
 
 2 and 3 read the drafter's own probability p of each drafted token through a
 calibration measured in this conversation: P(accepted | the drafts before it held)
@@ -22,7 +22,9 @@ first n is worth
 tokens per second, and `submit` keeps the best n. An alternative at position i is
 worth R_i-1 * (1 - P(draft i holds)) * P(it is the target's token when draft i is
 not), the last calibrated the same way by the alternative's p; it adds one token
-(the one after it) and widens the pass by one. verify_cost(m) is the measured time
+(the one after it) and widens the pass by one. For each n, `submit` also weighs the
+m worthiest alternatives for every m up to what `--alternatives` allows
+(alternatives.spare_for), so the measured cost of each token fed decides how many. verify_cost(m) is the measured time
 of a target forward over m tokens, so the same rule cuts runs short where each
 verified token costs time (bf16 on a CPU) and verifies long runs and alternatives
 where a wide pass costs little more than a narrow one (fp16-packed, CUDA).
@@ -224,21 +226,28 @@ class AdaptiveK:
 
     def submit(self, ps: list[float], alternatives: Sequence[Alternative] = (),
                spare: Spare = lambda n: 0) -> tuple[int, list[Alternative]]:
-        """How many of the drafts to verify, and which alternatives beside them: none,
-        or the `spare(n)` best for a run of n (alternatives.spare_for), whichever has
-        the best expected rate."""
+        """How many of the drafts to verify, and which alternatives beside them: the m
+        worthiest of the `spare(n)` a run of n may have (alternatives.spare_for), for
+        the n and m (0 included) with the best expected rate."""
         if not self.verify_cost or not ps:
             return len(ps), choose_alternatives(alternatives, ps, spare(len(ps)))
         reach = self._reach(ps)
         plain = self._expected_rates(reach)
+
+        def worth(a: Alternative) -> float:  # expected tokens it adds
+            return reach[a.position] * (1.0 - self.calibration.rate(ps[a.position])) \
+                * self.alternative_calibration.rate(a.p)
+
         best, choice = -1.0, (0, [])
         for n in range(len(ps) + 1):
             options = [(plain[n], [])]
-            beside = choose_alternatives(alternatives, ps[:n], spare(n))
-            if beside:
-                extra = sum(reach[a.position] * (1.0 - self.calibration.rate(ps[a.position]))
-                            * self.alternative_calibration.rate(a.p) for a in beside)
-                options.append(((sum(reach[: n + 1]) + extra) / self._round_time(len(ps), n, len(beside)), beside))
+            # The m worthiest of the alternatives a run of n may have, for every m.
+            ranked = sorted(choose_alternatives(alternatives, ps[:n], spare(n)), key=worth, reverse=True)
+            tokens = sum(reach[: n + 1])
+            for m in range(1, len(ranked) + 1):
+                tokens += worth(ranked[m - 1])
+                beside = sorted(ranked[:m], key=lambda a: (a.position, -a.p))
+                options.append((tokens / self._round_time(len(ps), n, m), beside))
             for rate, verified_beside in options:
                 if rate > best:
                     best, choice = rate, (n, verified_beside)
