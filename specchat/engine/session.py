@@ -136,8 +136,16 @@ class ChatSession:
 
     # -- prompt rendering ---------------------------------------------------------
     def _messages(self, history: list[Message]) -> list[dict[str, str]]:
+        """What the model reads. A turn that failed before answering anything (refused
+        as too long, or the model failed at once) stays in the history but not here:
+        the model would read a question with no answer, and a refused message would
+        crowd the earlier exchanges out of every later prompt."""
         out = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return out + [{"role": m.role, "content": m.content} for m in history]
+        unanswered = {i for i, m in enumerate(history)
+                      if m.role == "assistant" and m.status == "error" and not m.content}
+        unanswered |= {i - 1 for i in unanswered if i > 0 and history[i - 1].role == "user"}
+        return out + [{"role": m.role, "content": m.content}
+                      for i, m in enumerate(history) if i not in unanswered]
 
     def _render(self, history: list[Message]) -> list[int]:
         tok = self.target.tokenizer
@@ -228,11 +236,7 @@ class ChatSession:
             reason = state.finish_reason or "cancelled"
         except GeneratorExit:
             raise
-        except TurnRefused as exc:
-            # Nothing ran, so the caches stay good, and the message leaves the history the
-            # model reads (the screen and the saved conversation keep it): left there, it
-            # would crowd the earlier exchanges out of every later prompt.
-            del self.history[-2:]
+        except TurnRefused as exc:  # nothing ran, so the caches stay good
             reason, error = "error", str(exc)
         except Exception as exc:  # noqa: BLE001 - any model failure ends the turn, not the program
             reason, error = "error", _one_line(exc)

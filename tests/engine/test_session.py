@@ -128,14 +128,17 @@ def test_a_message_longer_than_the_context_is_refused_and_the_conversation_goes_
     tiny = short_context
     session = ChatSession(tiny, NoDrafter(), settings=_settings(max_new_tokens=8))
     list(session.send("Hello there."))
-    kept = [(m.role, m.content) for m in session.history]
     events = list(session.send("word " * 400))
     assert [type(e) for e in events] == [TurnEnd]  # refused before any prefill
     end = events[-1]
     assert end.finish_reason == "error" and end.totals.tokens == 0
     assert end.error.startswith("the message is too long: the prompt is ") and "context holds 160" in end.error
-    assert [(m.role, m.content) for m in session.history] == kept  # the earlier exchange, untouched
+    # The conversation is intact, the refused message included ...
+    assert [(m.role, m.status) for m in session.history] == [
+        ("user", "complete"), ("assistant", "complete"), ("user", "complete"), ("assistant", "error")]
     after = list(session.send("And now?"))
     assert isinstance(after[0], TurnStart) and after[-1].finish_reason in ("length", "eos")
-    alone = list(ChatSession(tiny, NoDrafter(), settings=_settings(max_new_tokens=8)).send("And now?"))[0]
-    assert after[0].prompt_tokens > alone.prompt_tokens  # the first exchange is still in the prompt
+    # ... and the next prompt is the one it would be had the message never been sent.
+    without = ChatSession(tiny, NoDrafter(), settings=_settings(max_new_tokens=8))
+    list(without.send("Hello there."))
+    assert after[0].prompt_tokens == list(without.send("And now?"))[0].prompt_tokens
