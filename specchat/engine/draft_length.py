@@ -240,15 +240,15 @@ class AdaptiveK:
 
         best, choice = -1.0, (0, [])
         for n in range(len(ps) + 1):
-            options = [(plain[n], [])]
+            if plain[n] > best:
+                best, choice = plain[n], (n, [])
             # The m worthiest of the alternatives a run of n may have, for every m.
             ranked = sorted(choose_alternatives(alternatives, ps[:n], spare(n)), key=worth, reverse=True)
             tokens = sum(reach[: n + 1])
             for m in range(1, len(ranked) + 1):
                 tokens += worth(ranked[m - 1])
-                beside = sorted(ranked[:m], key=lambda a: (a.position, -a.p))
-                options.append((tokens / self._round_time(len(ps), n, m), beside))
-            for rate, verified_beside in options:
+                rate = tokens / self._round_time(len(ps), n, m)
                 if rate > best:
-                    best, choice = rate, (n, verified_beside)
-        return choice
+                    best, choice = rate, (n, ranked[:m])
+        n, beside = choice
+        return n, sorted(beside, key=lambda a: (a.position, -a.p))  # in position order
