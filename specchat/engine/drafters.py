@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedModel
 
 from specchat.engine.forward import forward_logits, new_cache, sync_cache
-from specchat.engine.sampling import SamplingSettings, logits_to_probs, penalise_repeats, pick, repeat_masks
+from specchat.engine.sampling import SamplingSettings, answer_mask, logits_to_probs, penalise_repeats, pick
 
 
 @dataclass(frozen=True)
@@ -198,12 +198,10 @@ class ModelDrafter:
         ps: list[float] = []
         dists = []
         candidates: list[Alternative] = []
-        penalty = sampling.repetition_penalty
-        seen = repeat_masks(tokens[sampling.penalty_start:], [[]], self.vocab_size, logits.device)[0] \
-            if penalty != 1.0 else None
+        seen = answer_mask(tokens, sampling, self.vocab_size, logits.device)
         for i in range(k):
             if seen is not None:
-                logits = penalise_repeats(logits, seen, penalty)
+                logits = penalise_repeats(logits, seen, sampling.repetition_penalty)
             probs = logits_to_probs(logits, sampling)
             token = pick(logits, probs, sampling, generator)
             ids.append(token)

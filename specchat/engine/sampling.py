@@ -58,6 +58,16 @@ def repeat_masks(context: list[int], branches: list[list[int]], vocab_size: int,
     return masks.to(device)
 
 
+def answer_mask(tokens: list[int], settings: SamplingSettings, vocab_size: int,
+                device: torch.device) -> torch.Tensor | None:
+    """[vocab_size] booleans marking the tokens of the answer in `tokens` (the whole
+    sequence), which a drafter penalises and extends as it drafts; None when the
+    penalty is off."""
+    if settings.repetition_penalty == 1.0:
+        return None
+    return repeat_masks(tokens[settings.penalty_start:], [[]], vocab_size, device)[0]
+
+
 def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """transformers' repetition penalty: the logit of a token already in the sequence
     (`seen`, booleans shaped like `logits`) is divided by `penalty` when positive and

@@ -25,7 +25,7 @@ from specchat.engine.drafters import (ALTERNATIVES_PER_POSITION, Alternative, Pr
                                      choose_alternatives, find_continuation)
 from specchat.engine.forward import common_prefix
 from specchat.engine.fp16_linear import pack_fp16, replace_linears
-from specchat.engine.sampling import SamplingSettings, logits_to_probs, penalise_repeats, repeat_masks, sample
+from specchat.engine.sampling import SamplingSettings, answer_mask, logits_to_probs, penalise_repeats, sample
 
 
 @dataclass
@@ -334,10 +334,9 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
     unfed: list[int] = []  # drafted tokens the model has not seen yet
     candidates: list[Alternative] = []
     wants_alternatives = spare > 0 and sampling.greedy
-    penalty = sampling.repetition_penalty
-    # Which draft-vocabulary entries the sequence holds so far (for the penalty).
-    seen = repeat_masks(tokens[sampling.penalty_start:], [[]], model.cfg.target_vocab,
-                        output.device)[0][model.vocab_ids] if penalty != 1.0 else None
+    seen = answer_mask(tokens, sampling, model.cfg.target_vocab, output.device)
+    if seen is not None:
+        seen = seen[model.vocab_ids]  # on the draft vocabulary
     for i in range(k):
         copied = lookup(context) if use_lookup else None
         if copied is None and unfed:
@@ -346,7 +345,7 @@ def draft_run(model: DraftModel, output: torch.Tensor, logits_of: Callable[[torc
         # its own guesses there are alternatives to the copy.
         logits = logits_of(output) if copied is None or (wants_alternatives and not unfed) else None
         if logits is not None and seen is not None:
-            logits = penalise_repeats(logits, seen, penalty)
+            logits = penalise_repeats(logits, seen, sampling.repetition_penalty)
         if wants_alternatives and logits is not None:
             # The pick and its alternatives in one read from the device.
             best, best_p, likeliest = read_greedy(model, logits, ALTERNATIVES_PER_POSITION + 1)
