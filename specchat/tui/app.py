@@ -426,12 +426,10 @@ class SpecChatApp(App):
         elif name == "alt":
             self.session.settings.alternatives = None if arg.lower() == "auto" else int(arg)
             self.notify(f"alternatives = {arg.lower()}")
-        elif name == "temp":
-            self.session.settings.temperature = float(arg)
-            self.notify(f"temperature = {float(arg):g}")
-        elif name == "penalty":
-            self.session.settings.repetition_penalty = float(arg)
-            self.notify(f"repetition penalty = {float(arg):g}")
+        elif name in commands.SETTINGS:  # GenerationSettings shares config's names
+            setting = commands.SETTINGS[name][0]
+            setattr(self.session.settings, setting, float(arg))
+            self.notify(f"{setting.replace('_', ' ')} = {float(arg):g}")
 
     def set_speculation(self, on: bool) -> None:
         from specchat.engine.drafters import NoDrafter

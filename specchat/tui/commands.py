@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specchat.config import PARSERS
+
 HELP = {
     "clear": "/clear — start a new conversation",
     "system": "/system TEXT — set the system prompt (/system alone clears it)",
@@ -17,6 +19,8 @@ HELP = {
     "trace": "/trace [PATH] — save the event stream as JSON lines (for specchat replay)",
     "help": "/help — list commands",
 }
+# Commands that set a run setting: (its name in config.PARSERS, what it takes).
+SETTINGS = {"temp": ("temperature", "a number ≥ 0"), "penalty": ("repetition_penalty", "a number > 0 (1 = off)")}
 ALIASES = {"temperature": "temp", "speculation": "spec", "sys": "system", "alternatives": "alt",
            "repetition": "penalty"}
 
@@ -46,18 +50,12 @@ def parse(text: str) -> Command | None:
     if name in ("k", "alt"):
         if arg.lower() != "auto" and not (arg.isdigit() and int(arg) <= 64):
             raise CommandError(f"/{name} takes a whole number 0–64 or auto")
-    if name == "temp":
+    if name in SETTINGS:
+        setting, takes = SETTINGS[name]
         try:
-            if float(arg) < 0:
-                raise ValueError
+            PARSERS[setting](arg)  # the bounds the command line and config file use
         except ValueError:
-            raise CommandError("/temp takes a number ≥ 0") from None
-    if name == "penalty":
-        try:
-            if not float(arg) > 0:
-                raise ValueError
-        except ValueError:
-            raise CommandError("/penalty takes a number > 0 (1 = off)") from None
+            raise CommandError(f"/{name} takes {takes}") from None
     if name == "theme" and not arg:
         raise CommandError("/theme takes a theme name or a path")
     return Command(name, arg)

@@ -125,7 +125,7 @@ async def test_escape_stops_and_keeps_the_partial_answer(factory, tmp_path):
         assert app.session.history[-1].status == "cancelled"
 
 
-async def test_speculation_toggle_theme_switch_and_export(factory, tmp_path):
+async def test_speculation_toggle_theme_switch_export_and_settings(factory, tmp_path):
     events, hook = recorder()
     app = make_app(session_factory=factory(), data_dir=tmp_path)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
@@ -160,6 +160,14 @@ async def test_speculation_toggle_theme_switch_and_export(factory, tmp_path):
         assert "Say hello." in text and "Say hello again." in text
         assert all(e.text in text for e in ends)
         assert "drafter none" in text and "drafter ngram" in text
+
+        # Setting commands reach the next turn's settings.
+        await ask(pilot, "/penalty 1.3")
+        await ask(pilot, "/temp 0.5")
+        await ask(pilot, "Say bye.")
+        await wait_for(pilot, lambda: not app.generating)
+        start = [e for e in events if isinstance(e, TurnStart)][-1]
+        assert (start.repetition_penalty, start.temperature) == (1.3, 0.5)
 
 
 async def test_resume_after_closing_mid_answer(factory, tmp_path):
