@@ -12,12 +12,14 @@ interrupted conversion is never loaded.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
 import shutil
 import socket
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -119,8 +121,9 @@ def convert_gguf(gguf: Path, progress: Progress | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(target, ignore_errors=True)  # a half-written conversion is rebuilt
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        with _no_gguf_bar():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"cannot read {gguf.name}: {_first_line(exc)}") from exc
     # The dequantized weights are plain tensors; drop the GGUF quantization record so
@@ -138,6 +141,22 @@ def convert_gguf(gguf: Path, progress: Progress | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextmanager
+def _no_gguf_bar():
+    """transformers' GGUF reader draws its own tqdm bar (not behind its logging
+    switch) onto stderr, pipes included; our progress line says the same."""
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    bar = getattr(reader, "tqdm", None)
+    if bar is not None:
+        reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            reader.tqdm = bar
 
 
 # -- loading ------------------------------------------------------------------------
