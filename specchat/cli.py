@@ -77,6 +77,9 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
+    from specchat.quiet import quiet_libraries
+
+    quiet_libraries(debug="--debug" in sys.argv[1:])
     app(prog_name="specchat")
 
 
@@ -212,6 +215,18 @@ def _load(config: RunConfig, progress=_progress):
     return target, drafter
 
 
+def _open_session(config: RunConfig, progress=_progress):
+    """The chat session every front end runs: models loaded and warmed up. Called on
+    the engine thread (EngineHost.start), like every later torch call of the session."""
+    from specchat.engine.session import ChatSession
+
+    target, drafter = _load(config, progress)
+    session = ChatSession(target, drafter, system_prompt=config.system, settings=_settings(config))
+    session.notes = list(getattr(drafter, "load_notes", []))
+    session.warm_up(progress)
+    return session
+
+
 # --- run --------------------------------------------------------------------------
 
 
@@ -286,27 +301,27 @@ def run(
             raise Fail("nothing to answer: give a prompt argument or pipe text on stdin", EXIT_USAGE)
         if trace is not None and not trace.parent.is_dir():  # say so before a model loads
             raise Fail(f"--trace: no such directory: {trace.parent}", EXIT_USAGE)
-        from specchat.engine.session import ChatSession
+        from specchat.engine.host import EngineHost
         from specchat.oneshot import Options, run_turn
 
-        target_model, drafter_model = _load(config)
-        session = ChatSession(target_model, drafter_model, system_prompt=config.system,
-                              settings=_settings(config))
-        options = Options(color=color.value, show_rejected=show_rejected, stats=stats, json=json_,
-                          trace=str(trace) if trace else None)
-        code = run_turn(session, text, options, sys.stdout, sys.stderr)
+        host = EngineHost()
+        try:
+            session = host.start(lambda progress: _open_session(config, progress), _progress)
+            for note in session.notes:
+                print(f"specchat: warning: {note}", file=sys.stderr, flush=True)
+            options = Options(color=color.value, show_rejected=show_rejected, stats=stats, json=json_,
+                              trace=str(trace) if trace else None)
+            code = run_turn(session, text, options, sys.stdout, sys.stderr)
+        finally:
+            host.close()
     raise typer.Exit(code)
 
 
 def _run_tui(config: RunConfig, resume: bool) -> int:
-    from specchat.engine.session import ChatSession
     from specchat.tui.app import run_tui
 
-    def session_factory(progress):  # called by the TUI in a worker, once its screen is up
-        target, drafter = _load(config, progress)
-        return ChatSession(target, drafter, system_prompt=config.system, settings=_settings(config))
-
-    return run_tui(session_factory, theme=config.theme, resume=resume)
+    # Called by the TUI on its engine thread once the screen is up.
+    return run_tui(lambda progress: _open_session(config, progress), theme=config.theme, resume=resume)
 
 
 def _check_theme(theme: str | None) -> None:
@@ -355,6 +370,10 @@ def bench(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N prompts per category.")] = None,
     peers: Annotated[Peers, typer.Option("--peers", help="Also run transformers' generate() and "
                                          "assisted generation on the same models and prompts.")] = Peers.none,
+    first_turns: Annotated[int, typer.Option(
+        "--first-turns", min=0, metavar="N",
+        help="Also run the first turn of N prompts per category in fresh `specchat run` processes, "
+        "speculation off and on (a user's one-shot path, cold start included); 0: skip.")] = 1,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -375,7 +394,8 @@ def bench(
             chosen, source = command.choose_prompts(prompts, category, limit)
         except ValueError as e:  # PromptFileError included
             raise Fail(str(e), EXIT_USAGE) from None
-        command.run(config, _settings(config), chosen, source, peers=peers.value, as_json=json_, load=_load)
+        command.run(config, _settings(config), chosen, source, peers=peers.value, as_json=json_,
+                    open_session=_open_session, first_turns=first_turns)
 
 
 # --- models -----------------------------------------------------------------------

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 from dataclasses import dataclass
 from typing import IO, Any, Iterator, Protocol
 
-from specchat.engine.events import Event, Notice, Round, TurnEnd, TurnStart, to_json
+from specchat.engine.events import Event, Notice, Round, TurnEnd, TurnStart, estimated_speedup, to_json
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -149,6 +147,9 @@ def result_json(start: TurnStart | None, end: TurnEnd) -> dict[str, Any]:
             "tokens_per_s": totals.tokens_per_s,
             "alternatives": totals.alternatives,
             "alternatives_accepted": totals.alternatives_accepted,
+            # README, "Speedup": tokens × plain step ÷ the rounds' time; null unmeasured.
+            "speedup_estimate": estimated_speedup(totals, start.plain_step_s if start else None),
+            "plain_step_s": start.plain_step_s if start else None,
         },
     }
     if end.error:
@@ -167,6 +168,9 @@ def stats_line(start: TurnStart | None, end: TurnEnd) -> str:
     ]
     if t.alternatives:
         parts.append(f"{t.alternatives_accepted}/{t.alternatives} alternatives accepted")
+    estimate = estimated_speedup(t, start.plain_step_s if start else None)
+    if estimate is not None:
+        parts.append(f"speedup ≈{estimate:.2f}× (estimate: plain step {1000 * start.plain_step_s:.1f} ms)")
     if start is not None:
         parts += [start.device, f"target {start.target}", f"drafter {start.drafter}"]
     if end.finish_reason not in ("eos", "stop"):
@@ -178,6 +182,9 @@ def stats_line(start: TurnStart | None, end: TurnEnd) -> str:
 
 
 class Session(Protocol):
+    """A session on the engine thread (engine.host.HostedSession): send() returns
+    the turn's events as an EventStream read here, while the engine runs there."""
+
     def send(self, user_text: str) -> Iterator[Event]: ...
     def cancel(self) -> None: ...
 
@@ -189,44 +196,6 @@ class Options:
     stats: bool = False
     json: bool = False
     trace: str | None = None  # path for the JSON-lines event stream
-
-
-_DONE = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _produce(session: Session, prompt: str, q: queue.Queue) -> None:
-    # The engine runs here so the main thread stays free to take Ctrl+C and cancel it.
-    try:
-        for event in session.send(prompt):
-            q.put(event)
-    except BaseException as exc:  # reported by the consumer, with its traceback under --debug
-        q.put(_Failure(exc))
-    finally:
-        q.put(_DONE)
-
-
-class _Turn:
-    """The engine's events for one turn, read from its worker thread."""
-
-    def __init__(self, session: Session, prompt: str) -> None:
-        self.queue: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=_produce, args=(session, prompt, self.queue), daemon=True)
-        self.started = False
-
-    def next(self) -> Event | _Failure | object:
-        if not self.started:
-            self.started = True  # before start(): a Ctrl+C inside it must not start a second engine
-            self.thread.start()
-        while True:
-            try:
-                return self.queue.get(timeout=0.1)  # a timeout keeps Ctrl+C deliverable
-            except queue.Empty:
-                continue
 
 
 class EngineFailure(Exception):
@@ -246,7 +215,7 @@ def run_turn(session: Session, prompt: str, opts: Options, out: IO[str], err: IO
     trace = open(opts.trace, "w", encoding="utf-8") if opts.trace else None
     start: TurnStart | None = None
     end: TurnEnd | None = None
-    turn = _Turn(session, prompt)
+    events = session.send(prompt)  # the engine runs on its own thread; the main one takes Ctrl+C
     interrupted = False
     try:
         while True:
@@ -254,11 +223,12 @@ def run_turn(session: Session, prompt: str, opts: Options, out: IO[str], err: IO
             # at the next round and keeps reading until it ends the turn; a second
             # stops waiting. Either way what was printed stays.
             try:
-                item = turn.next()
-                if item is _DONE:
+                try:
+                    item = next(events, None)
+                except Exception as exc:  # the engine raised (KeyboardInterrupt is not an Exception)
+                    raise EngineFailure(str(exc) or type(exc).__name__) from exc
+                if item is None:
                     break
-                if isinstance(item, _Failure):
-                    raise EngineFailure(str(item.exc) or type(item.exc).__name__) from item.exc
                 if trace:
                     trace.write(to_json(item) + "\n")
                     trace.flush()  # an interrupted run still leaves a readable trace

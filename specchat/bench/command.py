@@ -35,26 +35,42 @@ def choose_prompts(prompts_file: Path | None, categories: list[str] | None,
 
 
 def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchPrompt], source: str, *, peers: str,
-        as_json: bool, out: IO[str] | None = None, err: IO[str] | None = None, load=None) -> None:
-    """Bench the models `load(config)` gives with `settings` (made from `config`).
+        as_json: bool, out: IO[str] | None = None, err: IO[str] | None = None, open_session=None,
+        first_turns: int = 0) -> None:
+    """Bench the session `open_session(config, progress)` builds, with `settings`
+    (made from `config`), on an engine thread as the chat runs; then the first turn
+    of `first_turns` prompts per category in fresh processes (first_turn.py).
     `out`/`err` default to the streams of the moment (a default bound at import would
     keep a stream that has since been replaced and closed)."""
     out, err = out or sys.stdout, err or sys.stderr
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from specchat.bench.first_turn import render_first_turns, run_first_turns, summarize_first_turns
     from specchat.bench.peers import hf_peers
     from specchat.bench.report import build_report, render, table_console
     from specchat.bench.runner import run_bench, steps
+    from specchat.engine.host import EngineHost
 
-    target, drafter = load(config)
-    peer_list = hf_peers(drafter, config.k, target.model) if peers == "hf" else []
+    cold = select(prompts, limit=first_turns) if first_turns else []
     err_console = Console(file=err)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
-        task = progress.add_task("warm-up", total=steps(prompts, peer_list))
-        results = run_bench(target, drafter, prompts, settings, peers=peer_list,
-                            on_step=lambda label: progress.update(task, advance=1, description=label))
+    host = EngineHost()
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+            task = progress.add_task("loading", total=None)
+            say = lambda text: progress.update(task, description=text)  # noqa: E731
+            session = host.start(lambda report: open_session(config, report), say).session
+            target, drafter = session.target, session.drafter
+            peer_list = hf_peers(drafter, config.k, target.model) if peers == "hf" else []
+            progress.update(task, total=steps(prompts, peer_list) + 2 * len(cold), completed=0)
+            advance = lambda label: progress.update(task, advance=1, description=label)  # noqa: E731
+            results = host.call(lambda: run_bench(target, drafter, prompts, settings, peers=peer_list,
+                                                  on_step=advance, costs=session.costs))
+            first = run_first_turns(config, cold, on_step=advance) if cold else []
+    finally:
+        host.close()
+    costs = session.costs
     report = build_report(results, {
         "target": target.name, "drafter": drafter.name, "device": str(target.device),
         "precision": target.precision, "k": config.k_label, "alternatives": config.alternatives_label,
@@ -64,8 +80,15 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
         "max_new_tokens": config.max_new_tokens, "prompts": source, "n_prompts": len(prompts),
         "order": "baseline and speculation alternate per prompt, after a warm-up",
         "baseline": "the same engine with speculation off (drafter none)",
+        "warmup_plain_step_ms": 1000 * costs.plain_step_s if costs.plain_step_s else None,
+        "warmup_verify_ms": {fed: 1000 * s for fed, s in costs.verify_s.items()},
     }, {p.key: p.label for p in peer_list})
+    if first:
+        report["first_turn"] = summarize_first_turns(first)
     if as_json:
         out.write(json.dumps(report, ensure_ascii=False) + "\n")
     else:
-        render(report, table_console(out))
+        console = table_console(out)
+        render(report, console)
+        if first:
+            render_first_turns(report["first_turn"], console)

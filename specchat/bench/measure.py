@@ -63,13 +63,15 @@ class Measurement:
         self.texts.append(end.text)
 
 
-def measure(target, drafter, prompt: BenchPrompt, settings) -> Measurement:
-    """Run every turn of `prompt` in a fresh session; BenchError if a turn fails."""
+def measure(target, drafter, prompt: BenchPrompt, settings, costs=None) -> Measurement:
+    """Run every turn of `prompt` in a fresh session, on the calling thread (the bench
+    runs on the engine thread, as chat turns do); BenchError if a turn fails.
+    `costs`: the warm-up's measurements, which a new session of a user's starts from."""
     from specchat.engine.session import ChatSession
 
     if hasattr(drafter, "reset"):
         drafter.reset()  # no state carried over from the previous prompt
-    session = ChatSession(target, drafter, settings=copy.copy(settings))
+    session = ChatSession(target, drafter, settings=copy.copy(settings), costs=copy.deepcopy(costs))
     m = Measurement()
     for turn in prompt.turns:
         for event in session.send(turn):

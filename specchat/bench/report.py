@@ -144,15 +144,15 @@ def build_report(results: list[PromptResult], settings: dict[str, Any],
 # --- the table -----------------------------------------------------------------------
 
 
-def _num(x: float | None, fmt: str) -> str:
+def num(x: float | None, fmt: str) -> str:
     return "–" if x is None else format(x, fmt)
 
 
 def _row(name: str, s: dict[str, Any]) -> list[str]:
     positions = " ".join(f"{p:.0%}" for p in s["per_position_acceptance"][:6])
-    return [name, str(s["prompts"]), _num(s["baseline_tokens_per_s"], ".1f"), _num(s["spec_tokens_per_s"], ".1f"),
-            _num(s["speedup"], ".2f") + ("×" if s["speedup"] is not None else ""),
-            _num(s["acceptance_rate"], ".0%"), _num(s["mean_tokens_per_round"], ".2f"), positions or "–"]
+    return [name, str(s["prompts"]), num(s["baseline_tokens_per_s"], ".1f"), num(s["spec_tokens_per_s"], ".1f"),
+            num(s["speedup"], ".2f") + ("×" if s["speedup"] is not None else ""),
+            num(s["acceptance_rate"], ".0%"), num(s["mean_tokens_per_round"], ".2f"), positions or "–"]
 
 
 def table_console(file):
@@ -185,8 +185,8 @@ def render(report: dict[str, Any], console) -> None:
         for col in ("peer", "tok/s", "vs specchat baseline", "specchat speculation vs peer"):
             peers.add_column(col, justify="left" if col == "peer" else "right")
         for p in report["peers"].values():
-            peers.add_row(p["label"], f"{p['tokens_per_s']:.1f}", _num(p["speedup_vs_baseline"], ".2f") + "×",
-                          _num(p["spec_speedup_over_peer"], ".2f") + "×")
+            peers.add_row(p["label"], f"{p['tokens_per_s']:.1f}", num(p["speedup_vs_baseline"], ".2f") + "×",
+                          num(p["spec_speedup_over_peer"], ".2f") + "×")
         console.print(peers)
 
     overall = report["overall"]

@@ -1,10 +1,11 @@
 """The benchmark loop: baseline and speculation on each prompt, alternating.
 
-Both run in this process on the same loaded target with the same settings: the
-baseline is the same engine with `NoDrafter` (speculation off), so the ratio
-isolates what drafting buys. The order flips from one prompt to the next so that
-slow drift (CPU contention, thermal throttling) does not favour either side, and a
-short unmeasured warm-up of every mode comes first.
+Both run in this process on the same loaded target with the same settings, on the
+engine thread, and every session starts from the warm-up's measured costs, as a
+chat's does: the baseline is the same engine with `NoDrafter` (speculation off), so
+the ratio isolates what drafting buys. The order flips from one prompt to the next
+so that slow drift (CPU contention, thermal throttling) does not favour either
+side, and a short unmeasured run of every mode comes first.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def steps(prompts: list[BenchPrompt], peers: list[Peer]) -> int:
 
 
 def run_bench(target, drafter, prompts: list[BenchPrompt], settings, *, peers: list[Peer] = (),
-              on_step: Callable[[str], None] | None = None) -> list[PromptResult]:
+              on_step: Callable[[str], None] | None = None, costs=None) -> list[PromptResult]:
     from specchat.engine.drafters import NoDrafter
 
     step = on_step or (lambda _label: None)
@@ -43,7 +44,7 @@ def run_bench(target, drafter, prompts: list[BenchPrompt], settings, *, peers: l
     warm_settings = copy.copy(settings)
     warm_settings.max_new_tokens = min(WARMUP_TOKENS, settings.max_new_tokens)
     for mode in (baseline, drafter):
-        measure(target, mode, warm, warm_settings)
+        measure(target, mode, warm, warm_settings, costs)
         step("warm-up")
     for peer in peers:
         measure_hf(target, warm, warm_settings, peer)
@@ -57,7 +58,7 @@ def run_bench(target, drafter, prompts: list[BenchPrompt], settings, *, peers: l
             order.reverse()
         runs: dict[str, Measurement] = {}
         for name, mode in order:
-            runs[name] = measure(target, mode, prompt, settings)
+            runs[name] = measure(target, mode, prompt, settings, costs)
             step(label)
         peer_runs = {}
         for peer in peers:

@@ -31,6 +31,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from specchat.distill.calibrate import MAX_NEW_TOKENS, PROMPTS
 from specchat.distill.datagen import DataSettings
 from specchat.distill.train import TrainSettings
 
@@ -63,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                 g.add_argument(flag, type=type(f.default), default=f.default, dest=dest,
                                choices=f.metadata.get("choices"), help=f"(default: {f.default})")
     parser.add_argument("--seed", type=int, default=0, help="seed for prompts, sampling, data order (default: 0)")
+    parser.add_argument("--calibrate", type=Path, default=None, metavar="DIR",
+                        help="only measure the drafter in DIR against its target and write DIR/calibration.json "
+                             "(the k auto rule starts from it); a full run does this at its end")
+    parser.add_argument("--calibration-prompts", type=int, default=PROMPTS,
+                        help=f"prompts the calibration answers (default: {PROMPTS})")
+    parser.add_argument("--calibration-tokens", type=int, default=MAX_NEW_TOKENS,
+                        help=f"tokens of each calibration answer (default: {MAX_NEW_TOKENS})")
     return parser
 
 
@@ -82,9 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir or _default_work_dir()
     out = args.out or work / "smoldraft"
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    from specchat.distill.calibrate import calibrate
+    from specchat.engine.host import EngineHost
+
+    measure = lambda directory: calibrate(directory, args.target, args.calibration_prompts,  # noqa: E731
+                                          args.calibration_tokens, log=log)
+
+    host = EngineHost()  # every torch call on one thread, as in a chat (engine/host.py)
     try:
-        run(work, out, data, train, target_spec=args.target, argv=argv, log=log)
+        if args.calibrate is not None:
+            host.call(measure, args.calibrate)
+        else:
+            host.call(lambda: run(work, out, data, train, target_spec=args.target, argv=argv, log=log))
+            host.call(measure, out)  # how its drafts hold, for the k auto rule
     except ValueError as exc:  # settings that cannot run here, or a work dir made with others
         print(f"specchat distill: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        host.close()
     return 0

@@ -45,14 +45,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from specchat.engine.calibration import Calibration
+from specchat.engine.costs import StepCosts
 from specchat.engine.drafters import Alternative, choose_alternatives
 from specchat.engine.events import Round
 
 _DECAY = 0.97  # per drafting round; roughly the last ~30 rounds matter
-_CALIBRATION_DECAY = 0.99  # slower (~100 rounds): each round fills only a few buckets
-_PRIOR_STRENGTH = 2.0  # a bucket's prior, in observations, centred on the drafter's own p
-_BUCKETS = 10  # p in [0, 1) by tenths, then one bucket for certain drafts
-_CERTAIN = 0.9999
 _EMA = 0.2
 _TOLERATED_LOSS = 1.0  # tokens (decayed sum) drafting may lag plain decoding by before it stops
 
@@ -80,36 +78,6 @@ class FixedK:
         return str(self.k)
 
 
-def _bucket(p: float) -> int:
-    return _BUCKETS if p >= _CERTAIN else min(int(p * _BUCKETS), _BUCKETS - 1)
-
-
-@dataclass
-class Calibration:
-    """P(a candidate is the target's token | it was reached), by the drafter's p of it."""
-
-    accepted: list[float] = field(default_factory=lambda: [0.0] * (_BUCKETS + 1))  # decayed counts
-    tried: list[float] = field(default_factory=lambda: [0.0] * (_BUCKETS + 1))
-
-    def decay(self) -> None:
-        self.tried[:] = [t * _CALIBRATION_DECAY for t in self.tried]
-        self.accepted[:] = [a * _CALIBRATION_DECAY for a in self.accepted]
-
-    def add(self, p: float, accepted: bool) -> None:
-        self.tried[_bucket(p)] += 1.0
-        self.accepted[_bucket(p)] += float(accepted)
-
-    def rate(self, p: float) -> float:
-        return self._bucket_rate(_bucket(p))
-
-    def best_rate(self) -> float:
-        return max(self._bucket_rate(b) for b in range(_BUCKETS + 1))
-
-    def _bucket_rate(self, b: int) -> float:
-        prior = min((b + 0.5) / _BUCKETS, 0.9)  # the drafter's own p, until measured
-        return (self.accepted[b] + _PRIOR_STRENGTH * prior) / (self.tried[b] + _PRIOR_STRENGTH)
-
-
 @dataclass
 class AdaptiveK:
     max_k: int = 8
@@ -123,6 +91,22 @@ class AdaptiveK:
     drafting_gain: float | None = None
     _rounds_at_zero: int = 0
     _probe_gap: int = 16
+
+    @classmethod
+    def seeded(cls, max_k: int, costs: StepCosts | None, drafter: str,
+               calibration: Calibration | None) -> AdaptiveK:
+        """A rule that starts from measurements instead of guesses: the warm-up's pass
+        and drafting costs on this machine, and the drafter's saved calibration. With
+        costs known, the first round may draft up to the cap (draft_more and submit
+        cut it where it stops paying)."""
+        rule = cls(max_k=max_k)
+        if costs is not None and costs.verify_s:
+            rule.verify_cost = dict(costs.verify_s)
+            rule.draft_cost = costs.draft_s.get(drafter)
+            rule.first_k = max_k
+        if calibration is not None:
+            rule.calibration = calibration.seed()
+        return rule
 
     def label(self) -> str:
         return "auto"
@@ -150,14 +134,11 @@ class AdaptiveK:
     def _calibrate(self, r: Round) -> None:
         self.calibration.decay()
         self.alternative_calibration.decay()
-        for i, token in enumerate(r.drafted):  # judged up to the first rejected one
-            self.calibration.add(token.p, token.accepted)
-            if not token.accepted:
-                # Only here was an alternative reached with its draft wrong.
-                for a in r.alternatives:
-                    if a.position == i:
-                        self.alternative_calibration.add(a.p, a.accepted)
-                break
+        rejected = self.calibration.add_run(r.drafted)
+        # Only where the run was rejected was an alternative reached with its draft wrong.
+        for a in r.alternatives:
+            if a.position == rejected:
+                self.alternative_calibration.add(a.p, a.accepted)
 
     def _verify_time(self, fed: int) -> float:
         """Measured cost of feeding `fed` tokens, interpolated/extrapolated linearly

@@ -81,6 +81,9 @@ class TurnStart:
     prefill_time_s: float
     user_text: str = ""
     repetition_penalty: float = 1.0  # traces recorded before it existed had none
+    # The engine's measured plain step (a round drafting nothing, one token fed) when
+    # the turn began: warm-up, then the conversation's plain rounds. None: unmeasured.
+    plain_step_s: float | None = None
 
 
 @dataclass
@@ -198,6 +201,17 @@ class Totals:
             "alternatives": self.alternatives,
             "alternatives_accepted": self.alternatives_accepted,
         }
+
+
+def estimated_speedup(totals: Totals, plain_step_s: float | None) -> float | None:
+    """What the turn's tokens would have taken decoding plainly over what its rounds
+    took: tokens × plain step ÷ (drafting + verifying time). Both sides are round
+    times (the loop's bookkeeping between rounds is outside both). None without a
+    measured plain step or a token."""
+    spent = totals.draft_time_s + totals.verify_time_s
+    if not plain_step_s or not totals.tokens or spent <= 0:
+        return None
+    return totals.tokens * plain_step_s / spent
 
 
 @dataclass

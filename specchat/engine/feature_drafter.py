@@ -50,6 +50,8 @@ class FeatureDrafter:
     same prompt lookup as TrainedDrafter (a copied continuation first)."""
 
     kind = "model"
+    calibration = None  # as TrainedDrafter's: set by load_trained_drafter
+    load_notes: tuple[str, ...] = ()
     reads_target_states = True
 
     def __init__(self, model: DraftModel, name: str, chunk: int = 512, use_lookup: bool = True) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from specchat.engine.alternatives import cheap_width, spare_for
+from specchat.engine.costs import StepCosts
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.drafters import Drafter
@@ -94,7 +95,7 @@ class TurnRefused(Exception):
 
 class ChatSession:
     def __init__(self, target: Any, drafter: Drafter, *, system_prompt: str | None = None,
-                 settings: GenerationSettings | None = None) -> None:
+                 settings: GenerationSettings | None = None, costs: StepCosts | None = None) -> None:
         self.target = target
         self.drafter = drafter
         self.system_prompt = system_prompt
@@ -111,6 +112,20 @@ class ChatSession:
         self._policy_key: tuple | None = None
         self._generator: torch.Generator | None = None
         self._seed_used: int | None = None
+        # Measured step costs (warm_up, then the conversation's plain rounds): they seed
+        # the k auto rule and give the speedup estimate its plain step.
+        self.costs = costs or StepCosts()
+        self.notes: list[str] = []  # warnings from loading, for the front end to show once
+
+    def warm_up(self, progress=lambda _message: None) -> StepCosts:
+        """Run and time the passes the k auto rule will use (warmup.py), so the first
+        answer starts from this machine's costs rather than from cold rounds."""
+        from specchat.engine.warmup import measure_costs
+
+        self.costs = measure_costs(self.target, self.drafter, max_k=self.settings.max_k, width=self._cheap_width,
+                                   spare=self._spare, progress=progress)
+        self._policy = None
+        return self.costs
 
     # -- conversation management ------------------------------------------------
     def cancel(self) -> None:
@@ -178,7 +193,8 @@ class ChatSession:
         key = (id(self.drafter), self.settings.k, self.settings.max_k)
         if self._policy is None or key != self._policy_key:
             k = 0 if self.drafter.kind == "none" else self.settings.k  # nothing to adapt
-            self._policy = AdaptiveK(max_k=self.settings.max_k) if k is None else FixedK(k)
+            self._policy = FixedK(k) if k is not None else AdaptiveK.seeded(
+                self.settings.max_k, self.costs, self.drafter.name, getattr(self.drafter, "calibration", None))
             self._policy_key = key
         return self._policy
 
@@ -231,6 +247,7 @@ class ChatSession:
                 if r is None:
                     break
                 totals.add_round(r)
+                self.costs.observe(r)
                 answer.content = state.text
                 yield r
             reason = state.finish_reason or "cancelled"
@@ -259,7 +276,7 @@ class ChatSession:
                          repetition_penalty=s.repetition_penalty,
                          max_new_tokens=s.max_new_tokens, prompt_tokens=len(prompt),
                          reused_tokens=reused, prefill_time_s=clock(model.device) - t0,
-                         user_text=user_text)
+                         user_text=user_text, plain_step_s=self.costs.plain_step_s)
 
     def _decoder(self) -> SpeculativeDecoder:
         s = self.settings

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from specchat.engine.calibration import Calibration, CalibrationError, read_calibration
 from specchat.engine.drafters import (ALTERNATIVES_PER_POSITION, Alternative, Proposal, alternatives_among,
                                      choose_alternatives, find_continuation)
 from specchat.engine.forward import common_prefix
@@ -378,6 +379,10 @@ class TrainedDrafter:
     """
 
     kind = "model"
+    # How often its drafts hold by p (calibration.json beside the weights), which the
+    # k auto rule starts from; and what loading it had to say (a missing calibration).
+    calibration: Calibration | None = None
+    load_notes: tuple[str, ...] = ()
 
     def __init__(self, model: DraftModel, name: str, chunk: int = 512, use_lookup: bool = True) -> None:
         self.model = model
@@ -475,5 +480,11 @@ def load_trained_drafter(target, directory: Path | None = None, *, name: str = "
             pack_fp16(model)
     if model.cfg.reads_target_states:
         from specchat.engine.feature_drafter import FeatureDrafter  # it builds on this module
-        return FeatureDrafter(model, name=name)
-    return TrainedDrafter(model, name=name)
+        drafter = FeatureDrafter(model, name=name)
+    else:
+        drafter = TrainedDrafter(model, name=name)
+    try:
+        drafter.calibration = read_calibration(directory)
+    except CalibrationError as exc:  # a cold start, not a failure
+        drafter.load_notes = (f"drafter {name}: {exc}; k auto starts uncalibrated",)
+    return drafter

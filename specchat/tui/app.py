@@ -3,10 +3,12 @@
     run_tui(session_factory, *, theme=None, resume=False, data_dir=None) -> int
     run_replay(trace_path, *, theme=None) -> int
 
-Threads: the engine runs in a thread worker that only posts messages (one
-`EngineEvent` per engine event); handlers fold events into the `Transcript` and
-the autosave file and mark what changed; a timer repaints the changed widgets in
-batches, so a fast stream never starves keyboard input.
+Threads: every torch call runs on the session's engine thread (engine/host.py):
+the factory loads and warms up there, and each turn's events come from there. A
+thread worker relays them as messages (one `EngineEvent` per engine event);
+handlers fold events into the `Transcript` and the autosave file and mark what
+changed; a timer repaints the changed widgets in batches, so a fast stream never
+starves keyboard input.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from specchat.engine.events import TurnStart
+from specchat.engine.host import EngineHost
 
 from . import commands
 from .export import to_markdown
@@ -70,6 +73,7 @@ class SpecChatApp(App):
         self.source = source
         self.data_dir = data_dir
         self.session = None
+        self.host: EngineHost | None = None
         self.generating = False
         self.show_rejected = False
         self.markdown_all = False
@@ -227,8 +231,9 @@ class SpecChatApp(App):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def _load_session(self) -> None:
+        self.host = EngineHost()
         try:
-            session = self.session_factory(lambda text: self.post_message(LoadProgress(text)))
+            session = self.host.start(self.session_factory, lambda text: self.post_message(LoadProgress(text)))
         except Exception as exc:  # the factory's own errors (ModelError) are user-facing lines
             self.post_message(LoadFailed(str(exc) or type(exc).__name__))
             return
@@ -255,6 +260,8 @@ class SpecChatApp(App):
             system = getattr(session, "system_prompt", None)
             if system:
                 self._fold(SystemPrompt(system))
+        for note in getattr(session, "notes", []):
+            self.notify(note, severity="warning", timeout=10)
         self._sample_memory()
         self._set_status(self._live_status())
         prompt = self.query_one(PromptInput)
@@ -308,6 +315,7 @@ class SpecChatApp(App):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def _generate(self, session, text: str) -> None:
+        # Only relays: the events are made on the engine thread.
         try:
             for event in session.send(text):
                 self.post_message(EngineEvent(event))
@@ -338,6 +346,8 @@ class SpecChatApp(App):
     def on_unmount(self) -> None:
         if self.session is not None and self.generating:
             self.session.cancel()
+        if self.host is not None:
+            self.host.close(timeout=2.0)
         if self.log_file is not None:
             self.log_file.close()
 

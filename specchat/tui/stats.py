@@ -4,12 +4,16 @@ Averages say what they are over: acceptance is accepted/drafted over drafted tok
 tokens per round is over rounds; tokens/s per round is that round's tokens over its
 draft + verify time.
 
-Speedup baseline: the most recent finished turn run with speculation off
+Speedup, measured: against the most recent finished turn run with speculation off
 (`/spec off`, i.e. drafter `none` or k = 0) on the same target, with at least
 `MIN_BASELINE_TOKENS` tokens. Its time per token (elapsed / tokens, prefill
-excluded) divided by the selected turn's is the speedup. Until such a turn exists
-the gauge says "no baseline yet". Different prompts make this an estimate; the
-benchmark (`specchat bench`) measures it properly, same prompt both ways.
+excluded) divided by the selected turn's is the speedup (different prompts, so
+still approximate; `specchat bench` runs the same prompt both ways).
+
+Speedup, estimated: until such a turn exists, from the engine's measured plain step
+(TurnStart.plain_step_s: warm-up, then the conversation's plain rounds):
+tokens × plain step ÷ the turn's drafting + verifying time (events.estimated_speedup),
+live from the first round of the first answer.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from specchat.engine.events import Totals
+from specchat.engine.events import Totals, estimated_speedup
 
 from .transcript import Answer, Transcript, draft_length
 
@@ -43,6 +47,9 @@ class GaugeValues:
     k_setting: str | None  # "auto" or the fixed k of the latest turn
     baseline: Baseline | None
     speedup: float | None  # of the latest turn against the baseline
+    # Without a baseline: the latest speculative turn's estimate, and the plain step it used.
+    estimate: float | None = None
+    plain_step_s: float | None = None
 
 
 def _s_per_token(t: Totals) -> float | None:
@@ -87,10 +94,13 @@ def compute(transcript: Transcript) -> GaugeValues:
     turn = latest.totals if latest else Totals()
     target = latest.start.target if latest and latest.start else None
     baseline = find_baseline(answers, target)
-    speedup = None
+    speedup = estimate = plain_step = None
     if baseline and latest and not latest.autoregressive:
         spt = _s_per_token(turn)
         speedup = baseline.s_per_token / spt if spt else None
+    elif latest and latest.start and not latest.autoregressive:
+        plain_step = latest.start.plain_step_s
+        estimate = estimated_speedup(turn, plain_step)
     return GaugeValues(
         turn=turn,
         session=session_totals(answers),
@@ -101,4 +111,6 @@ def compute(transcript: Transcript) -> GaugeValues:
         k_setting=latest.start.k if latest and latest.start else None,
         baseline=baseline,
         speedup=speedup,
+        estimate=estimate,
+        plain_step_s=plain_step,
     )

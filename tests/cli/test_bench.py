@@ -102,7 +102,15 @@ def test_bench_json_on_a_two_prompt_file_has_every_field(cli, shared_model, tmp_
                  "--peers", "hf", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"overall", "categories", "peers", "settings"}
+    assert set(report) == {"overall", "categories", "peers", "settings", "first_turn"}
+    # The first turn of each prompt (one per category by default) in fresh `specchat run`
+    # processes, speculation off and on: the user's one-shot path.
+    first = report["first_turn"]
+    assert set(first["categories"]) == {"qa", "chat"} and first["overall"]["prompts"] == 2
+    for figures in (first["overall"], *first["categories"].values()):
+        assert figures["baseline_tokens_per_s"] > 0 and figures["spec_tokens_per_s"] > 0
+        assert figures["speedup"] > 0 and figures["process_s"] > 0
+        assert figures["identical_answers"] == figures["prompts"]
     overall_keys = {"speedup", "baseline_tokens_per_s", "spec_tokens_per_s", "acceptance_rate",
                     "mean_tokens_per_round"}
     assert overall_keys <= set(report["overall"])
@@ -120,6 +128,7 @@ def test_bench_json_on_a_two_prompt_file_has_every_field(cli, shared_model, tmp_
     settings = report["settings"]
     assert settings["drafter"] == "ngram" and settings["temperature"] == 0.0 and settings["max_new_tokens"] == 3
     assert settings["n_prompts"] == 2 and settings["prompts"] == str(prompts)
+    assert settings["warmup_plain_step_ms"] > 0 and set(settings["warmup_verify_ms"]) >= {"1", "9"}
 
 
 def test_table_shows_categories_overall_peers_and_how_speedup_is_averaged():

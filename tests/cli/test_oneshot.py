@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from specchat.engine.host import EngineHost
 from specchat.engine.events import DraftedToken, EmittedToken, Round, Totals, TurnEnd, TurnStart, event_from_json
 from specchat.oneshot import (
     EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, AnswerWriter, Options, neutralize, result_json, run_turn, stats_line,
@@ -52,8 +53,12 @@ def _end(reason: str = "eos", error: str | None = None) -> TurnEnd:
     return TurnEnd(turn=1, finish_reason=reason, text=TEXT, totals=totals, error=error)
 
 
+_HOST = EngineHost()  # one engine thread for the module's scripted sessions
+
+
 class ScriptedSession:
-    """Plays a fixed event list through the real run_turn loop (its thread, its queue)."""
+    """Plays a fixed event list through the real run_turn loop, produced on an engine
+    thread as a ChatSession's are (engine/host.py)."""
 
     def __init__(self, events, interrupt_after: int | None = None):
         self.events = events
@@ -62,6 +67,9 @@ class ScriptedSession:
         self._cancel_seen = threading.Event()
 
     def send(self, text):
+        return _HOST.stream(lambda: self._events(text), on_close=self.cancel)
+
+    def _events(self, text):
         for i, event in enumerate(self.events):
             if self.cancelled:
                 break
@@ -102,7 +110,7 @@ def test_piped_output_is_the_exact_text_and_json_matches_it():
     assert set(result) == {"text", "finish_reason", "target", "drafter", "device", "stats"}
     assert set(result["stats"]) == {"tokens", "rounds", "drafted", "accepted", "acceptance_rate",
                                     "mean_tokens_per_round", "tokens_per_s", "alternatives",
-                                    "alternatives_accepted"}
+                                    "alternatives_accepted", "speedup_estimate", "plain_step_s"}
     assert result["stats"]["drafted"] == 4 and result["stats"]["accepted"] == 3
     assert result["stats"]["tokens"] == 6 and result["stats"]["rounds"] == 3
 

@@ -18,7 +18,8 @@ from specchat.models import ModelError, load_drafter
 
 TINY = ["--prompts", "4", "--batch-size", "2", "--max-new-tokens", "6", "--sampled-every", "2",
         "--layers", "1", "--draft-vocab", "48", "--steps", "3", "--tokens-per-batch", "64",
-        "--checkpoint-every", "2", "--holdout", "0.5", "--seed", "3"]
+        "--checkpoint-every", "2", "--holdout", "0.5", "--seed", "3",
+        "--calibration-prompts", "2", "--calibration-tokens", "8"]
 
 
 @pytest.mark.slow

@@ -193,3 +193,59 @@ async def test_resume_after_closing_mid_answer(factory, tmp_path):
         assert len(app2.transcript.answers) == 2 and app2.transcript.answers[1].end is not None
     transcript, _ = load_transcript(latest_conversation(tmp_path))
     assert [a.user_text for a in transcript.answers] == [answer.user_text, "Thanks."]
+
+
+async def test_the_first_answer_shows_an_estimated_speedup_then_spec_off_a_measured_one(tiny_llama, tmp_path,
+                                                                                       monkeypatch):
+    """A tiny real pair, warmed up as the CLI's factory does, on its engine thread."""
+    import threading
+
+    import torch
+
+    from specchat.engine.drafters import ModelDrafter
+    from specchat.engine.events import estimated_speedup
+    from specchat.engine.host import THREAD_NAME
+    from specchat.tui.widgets.gauges import Gauges
+    from tests.engine.helpers import as_target, word_tokenizer
+
+    target = as_target(tiny_llama(vocab_size=64, seed=0), word_tokenizer(64))
+    drafter = ModelDrafter(tiny_llama(vocab_size=64, seed=0), name="copy", vocab_size=64)  # drafts the target
+
+    def factory(progress):
+        session = ChatSession(target, drafter, settings=GenerationSettings(k=None, max_new_tokens=40))
+        session.warm_up(progress)
+        return session
+
+    shown = []  # (answer finished?, estimate) at every repaint of the gauges
+    real_show = Gauges.show
+    monkeypatch.setattr(Gauges, "show", lambda self, values, info, colors: (
+        shown.append((app.transcript.current is not None and app.transcript.current.done, values.estimate)),
+        real_show(self, values, info, colors)))
+    threads = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: threads.append(threading.current_thread().name))
+    try:
+        app = make_app(session_factory=factory, data_dir=tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await ask(pilot, "t1 t2 t3 t4")
+            await wait_for(pilot, lambda: not app.generating)
+            answer = app.transcript.current
+            values = app.query_one(Gauges).values
+            assert values.baseline is None
+            assert values.estimate == estimated_speedup(answer.totals, answer.start.plain_step_s)
+            assert values.estimate is not None
+            gauges = str(app.query_one("#gauges").render())
+            assert f"≈{values.estimate:.2f}× estimate" in gauges
+            assert any(not done and estimate is not None for done, estimate in shown)  # while it streamed
+
+            await ask(pilot, "/spec off")
+            await ask(pilot, "t5 t6")
+            await wait_for(pilot, lambda: not app.generating)
+            await ask(pilot, "/spec on")
+            await ask(pilot, "t7 t8")
+            await wait_for(pilot, lambda: not app.generating)
+            gauges = str(app.query_one("#gauges").render())
+            assert "measured" in gauges and "vs turn 2" in gauges and "estimate" not in gauges
+    finally:
+        hook.remove()
+    assert threads and set(threads) == {THREAD_NAME}  # warm-up and every turn on the engine thread

@@ -89,17 +89,24 @@ def render_gauges(values: GaugeValues, info: RunInfo, colors: dict[str, str]) ->
     out.append(f"  {tps:.1f} this turn\n" if values.turn.tokens else "  —\n")
     out.append(" " + sparkline(values.round_rates) + "\n", Style(color=colors["bonus"]))
     out.append("\nspeedup", head)
-    if values.baseline is None:
-        out.append("  no baseline yet\n", Style(color=colors["correction"]))
-        out.append(" (send a turn with /spec off)\n", label)
-    else:
+    if values.baseline is not None:
         value = "—" if values.speedup is None else f"{values.speedup:.2f}×"
-        out.append(f"  {value}\n", Style(bold=True))
+        out.append(f"  {value}", Style(bold=True))
+        out.append(" measured\n", label)
         out.append(
             f" vs turn {values.baseline.answer_index + 1} (spec off,\n"
             f" {1000 * values.baseline.s_per_token:.0f} ms/token)\n",
             label,
         )
+    elif values.plain_step_s:
+        value = "—" if values.estimate is None else f"≈{values.estimate:.2f}×"
+        out.append(f"  {value}", Style(bold=True))
+        out.append(" estimate\n", label)
+        out.append(f" vs a plain step of\n {1000 * values.plain_step_s:.0f} ms"
+                   f" (/spec off measures)\n", label)
+    else:
+        out.append("  no baseline yet\n", Style(color=colors["correction"]))
+        out.append(" (send a turn with /spec off)\n", label)
     out.rstrip()
     return out
 
