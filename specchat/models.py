@@ -313,7 +313,7 @@ def trained_drafter_quant(quant: str | None, device: torch.device) -> str:
 
 def _load_trained(directory: Path, name: str, trained_for: str, target: LoadedModel,
                   quant: str | None) -> Drafter:
-    from specchat.engine.trained_drafter import load_trained_drafter
+    from specchat.engine.trained_loading import load_trained_drafter
 
     if target.spec != trained_for:
         raise ModelError(f"drafter {name!r} was trained for the {trained_for!r} target, not {target.spec!r}")
@@ -343,7 +343,7 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
     if spec == "ngram":
         return NgramDrafter()
     if spec in SHIPPED_DRAFTERS:
-        from specchat.engine.trained_drafter import weights_dir
+        from specchat.engine.trained_loading import weights_dir
         return _load_trained(weights_dir(spec), spec, SHIPPED_DRAFTERS[spec], target, quant)
     if (distilled := _distilled_dir(spec)) is not None:
         return _load_trained(distilled, distilled.name, _trained_for(distilled), target, quant)

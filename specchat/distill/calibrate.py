@@ -56,7 +56,7 @@ def measure_calibration(target, drafter, prompts: list[str], on_prompt: Callable
 def calibrate(directory: Path, target_spec: str = "embedded", count: int = PROMPTS,
               max_new_tokens: int = MAX_NEW_TOKENS, log: Callable[[str], None] = print) -> Path:
     """Measure the drafter in `directory` against its target and write calibration.json."""
-    from specchat.engine.trained_drafter import load_trained_drafter
+    from specchat.engine.trained_loading import load_trained_drafter
     from specchat.models import load_target, trained_drafter_quant
 
     target = load_target(target_spec, progress=log)

@@ -13,7 +13,7 @@ from specchat.distill.datagen import chat_ids
 from specchat.distill.followups import as_document
 from specchat.engine import fp16_linear
 from specchat.engine.sampling import SamplingSettings
-from specchat.engine.trained_drafter import load_trained_drafter
+from specchat.engine.trained_loading import load_trained_drafter
 from specchat.models import ModelError, load_drafter
 
 TINY = ["--prompts", "4", "--batch-size", "2", "--max-new-tokens", "6", "--sampled-every", "2",
@@ -56,6 +56,10 @@ def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
     assert len(json.loads((out / "vocab.json").read_text())) <= 48
 
     drafter = load_trained_drafter(embedded, out, name="tiny")
+    # Its calibration, measured with the engine after training, loads with it.
+    measured = json.loads((out / "calibration.json").read_text())
+    assert measured["measured"]["prompts"] == 2 and sum(measured["tried"]) > 0
+    assert drafter.calibration is not None and drafter.load_notes == ()
     # What distill wrote is a drafter the engine takes by its directory.
     assert type(load_drafter(str(out), embedded, quant="none")) is type(drafter)
     other = dataclasses.replace(embedded, spec="some/other-model")

@@ -10,7 +10,7 @@ import torch
 from specchat.distill.datagen import chat_ids
 from specchat.engine.events import Round, TurnEnd
 from specchat.engine.session import ChatSession, GenerationSettings, end_of_turn_ids
-from specchat.engine.trained_drafter import load_trained_drafter, weights_dir
+from specchat.engine.trained_loading import load_trained_drafter, weights_dir
 
 PROMPTS = [
     "What is the capital of France?",

@@ -91,7 +91,7 @@ def test_a_missing_or_corrupt_calibration_is_a_one_line_warning_and_a_cold_start
                                                                                  fragment):
     import shutil
 
-    from specchat.engine.trained_drafter import load_trained_drafter, weights_dir
+    from specchat.engine.trained_loading import load_trained_drafter, weights_dir
 
     directory = tmp_path / "smoldraft"
     shutil.copytree(weights_dir("smoldraft"), directory)
@@ -108,7 +108,7 @@ def test_a_missing_or_corrupt_calibration_is_a_one_line_warning_and_a_cold_start
 
 
 def test_the_shipped_drafter_loads_its_calibration(embedded):
-    from specchat.engine.trained_drafter import load_trained_drafter
+    from specchat.engine.trained_loading import load_trained_drafter
 
     drafter = load_trained_drafter(embedded)
     assert drafter.calibration is not None and drafter.load_notes == ()
