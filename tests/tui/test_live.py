@@ -212,10 +212,13 @@ async def test_the_first_answer_shows_an_estimated_speedup_then_spec_off_a_measu
     drafter = ModelDrafter(tiny_llama(vocab_size=64, seed=0), name="copy", vocab_size=64)  # drafts the target
 
     def factory(progress):
-        session = ChatSession(target, drafter, settings=GenerationSettings(k=None, max_new_tokens=40))
+        session = ChatSession(target, drafter, settings=GenerationSettings(k=None, max_new_tokens=200))
         session.warm_up(progress)
         return session
 
+    # The gauges repaint once a second while streaming; a tiny model answers faster.
+    monkeypatch.setattr("specchat.tui.app.STREAM_GAUGES_S", 0.0)
+    monkeypatch.setattr("specchat.tui.app.STREAM_REPAINT_S", 0.0)
     shown = []  # (answer finished?, estimate) at every repaint of the gauges
     real_show = Gauges.show
     monkeypatch.setattr(Gauges, "show", lambda self, values, info, colors: (
@@ -238,6 +241,7 @@ async def test_the_first_answer_shows_an_estimated_speedup_then_spec_off_a_measu
             assert f"≈{values.estimate:.2f}× estimate" in gauges
             assert any(not done and estimate is not None for done, estimate in shown)  # while it streamed
 
+            app.session.settings.max_new_tokens = 40  # three long turns would outgrow the tiny context
             await ask(pilot, "/spec off")
             await ask(pilot, "t5 t6")
             await wait_for(pilot, lambda: not app.generating)
