@@ -52,6 +52,7 @@ from specchat.engine.events import Round
 
 _DECAY = 0.97  # per drafting round; roughly the last ~30 rounds matter
 _EMA = 0.2
+_STALL = 1.5  # a drafting round counts at most this many times its expected time
 _TOLERATED_LOSS = 1.0  # tokens (decayed sum) drafting may lag plain decoding by before it stops
 
 Spare = Callable[[int], int]  # alternatives that may be verified beside a run of n drafts
@@ -114,16 +115,25 @@ class AdaptiveK:
     # -- measurements -------------------------------------------------------
     def observe(self, r: Round, catchup_tokens: int = 0) -> None:
         fed = r.fed
+        made = len(r.drafted) + r.unverified
+        # What the cost model expected the round to take, before the round updates it.
+        expected = self._round_time(made, len(r.drafted), len(r.alternatives)) \
+            if self.verify_cost and self.draft_cost is not None else None
         old = self.verify_cost.get(fed)
         self.verify_cost[fed] = r.verify_time_s if old is None else old + _EMA * (r.verify_time_s - old)
         if r.k == 0:
             return
         # A round that drafted and then verified nothing still paid for its drafts.
-        gain = r.tokens - (r.draft_time_s + r.verify_time_s) / self._verify_time(1)
+        spent = r.draft_time_s + r.verify_time_s
+        if expected is not None:
+            # A one-off stall (the chat screen mounting its first answer took a 170 ms
+            # round where 65 were expected) is not drafting's fault, and plain steps are
+            # not charged for theirs: a round counts at most _STALL times the expected.
+            spent = min(spent, _STALL * expected)
+        gain = r.tokens - spent / self._verify_time(1)
         self.drafting_gain = gain if self.drafting_gain is None else self.drafting_gain * _DECAY + gain
         # Floored, so that after a long bad stretch one good probe turns drafting back on.
         self.drafting_gain = max(self.drafting_gain, -2.0 * _TOLERATED_LOSS)
-        made = len(r.drafted) + r.unverified
         if made:
             # Catch-up tokens (fed after a bonus) are part of the drafting price.
             self.draft_cost = r.draft_time_s / made if self.draft_cost is None else \
