@@ -1,7 +1,14 @@
 """Record the replay fixtures for the TUI tests from the real engine.
 
-    .venv/bin/python tests/tui/record_trace.py [session|alternatives|auto] [OUT]
+    .venv/bin/python tests/tui/record_trace.py [session|alternatives|auto|readme] [OUT]
     (default: session, written to tests/tui/traces/<name>.jsonl)
+
+readme: the user's default path (the CLI's session: target in this machine's default
+format, smoldraft, k auto, warmed up) answering from a document, so the picture in
+the README shows the speedup estimate of a first answer. Its snapshot
+(test_snapshots.py::test_readme_screen) is copied to docs/chat-screen.svg:
+
+    cp tests/tui/__snapshots__/test_snapshots/test_readme_screen.svg docs/chat-screen.svg
 
 alternatives: one turn with the shipped drafter, k = 2 and 3 alternatives a round
 (greedy, fp32 target), so the trace holds accepted and rejected alternatives.
@@ -75,7 +82,25 @@ def record_auto(out: Path) -> None:
     print(f"wrote {len(lines)} events to {out}")
 
 
+README_PROMPT = (
+    "Answer using only this text. The lighthouse on Karrow Point was built in 1871 from granite "
+    "quarried on the island itself. Its first lamp burned whale oil and could be seen for eleven "
+    "nautical miles. In 1952 the light was electrified. Question: what was the lighthouse built from, "
+    "and when was it electrified?")
+
+
+def record_readme(out: Path) -> None:
+    from specchat.cli import _open_session
+    from specchat.config import resolve
+
+    session = _open_session(resolve({"max_new_tokens": 64}), lambda message: None)
+    lines = [to_json(event) for event in session.send(README_PROMPT)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {len(lines)} events to {out}")
+
+
 if __name__ == "__main__":
     name = sys.argv[1] if len(sys.argv) > 1 else "session"
     path = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parent / "traces" / f"{name}.jsonl"
-    {"session": record, "alternatives": record_alternatives, "auto": record_auto}[name](path)
+    {"session": record, "alternatives": record_alternatives, "auto": record_auto, "readme": record_readme}[name](path)

@@ -40,3 +40,15 @@ def test_inspector_on_a_rejection(snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(trace=TRACE, theme="colorblind"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_readme_screen(snap_compare):
+    """The README's picture (docs/chat-screen.svg): a first answer of the default path,
+    its speedup shown as an estimate."""
+    trace = TRACE.parent / "readme.jsonl"
+
+    async def run_before(pilot):
+        await _settle(pilot)
+        assert "estimate" in str(pilot.app.query_one("#gauges").render())
+
+    assert snap_compare(make_app(trace=trace), terminal_size=SIZE, run_before=run_before)
