@@ -129,6 +129,14 @@ def _pieces(r: Round, show_rejected: bool) -> list[tuple[str, str]]:
 # --- summaries -----------------------------------------------------------------------
 
 
+def _estimate(start: TurnStart | None, totals) -> float | None:
+    """The turn's speedup estimate; none for a turn that never drafted by design
+    (speculation off is the baseline itself), as on the chat screen."""
+    if start is None or start.drafter == "none" or start.k == "0":
+        return None
+    return estimated_speedup(totals, start.plain_step_s)
+
+
 def result_json(start: TurnStart | None, end: TurnEnd) -> dict[str, Any]:
     totals = end.totals
     result: dict[str, Any] = {
@@ -148,7 +156,7 @@ def result_json(start: TurnStart | None, end: TurnEnd) -> dict[str, Any]:
             "alternatives": totals.alternatives,
             "alternatives_accepted": totals.alternatives_accepted,
             # README, "Speedup": tokens × plain step ÷ the rounds' time; null unmeasured.
-            "speedup_estimate": estimated_speedup(totals, start.plain_step_s if start else None),
+            "speedup_estimate": _estimate(start, totals),
             "plain_step_s": start.plain_step_s if start else None,
         },
     }
@@ -168,7 +176,7 @@ def stats_line(start: TurnStart | None, end: TurnEnd) -> str:
     ]
     if t.alternatives:
         parts.append(f"{t.alternatives_accepted}/{t.alternatives} alternatives accepted")
-    estimate = estimated_speedup(t, start.plain_step_s if start else None)
+    estimate = _estimate(start, t)
     if estimate is not None:
         parts.append(f"speedup ≈{estimate:.2f}× (estimate: plain step {1000 * start.plain_step_s:.1f} ms)")
     if start is not None:
