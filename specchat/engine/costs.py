@@ -27,7 +27,7 @@ class StepCosts:
     def observe(self, r: Round) -> None:
         """Follow the plain step's cost through the conversation's own plain rounds
         (speculation off, or k auto deciding not to draft)."""
-        if r.fed != 1 or r.drafted or r.unverified:
+        if r.fed != 1 or r.unverified:  # one token fed: nothing drafted, no alternatives
             return
         spent = r.draft_time_s + r.verify_time_s
         if self.plain_step_s is None:

@@ -100,7 +100,7 @@ def measure_costs(target, drafter: Drafter, *, max_k: int = 8, width: int = 1,
     fixed = _FixedRun()
     with torch.inference_mode():
         # Sizes interleaved, so that drift over the warm-up does not favour any of them.
-        for rep in range(1 + TIMED_ROUNDS):
+        for rep in range(1 + TIMED_ROUNDS if sizes else 0):
             progress(f"warming up: verify passes of 2 to {len(sizes) + 1} tokens ({rep + 1} of {1 + TIMED_ROUNDS})…")
             for k in sizes:
                 r = context.rounds(fixed, k, 1)[0]
