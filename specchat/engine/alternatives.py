@@ -25,10 +25,12 @@ and values are moved to the place after the accepted run.
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
+from specchat.engine.cache import KVCache
 from specchat.engine.drafters import Alternative
-from specchat.engine.forward import crop, forward_logits
+from specchat.engine.forward import forward_logits
+from specchat.engine.windows import layer_windows
 from specchat.engine.sampling import Verdict
 
 
@@ -67,16 +69,35 @@ def pass_layout(cached: int, run: int, alternatives: list[Alternative]) -> tuple
     return torch.tensor(depth) + cached, mask
 
 
-def forward_with_alternatives(model: PreTrainedModel, cache: DynamicCache, last: int, run: list[int],
+def forward_with_alternatives(model: PreTrainedModel, cache: KVCache, last: int, run: list[int],
                               alternatives: list[Alternative]) -> torch.Tensor:
     """Float logits [1 + len(run) + len(alternatives), V]: rows 0..len(run) as a plain
     verify pass gives them, then one row per alternative (the distribution after it)."""
-    positions, allowed = pass_layout(cache.get_seq_length(), len(run), alternatives)
+    cached = cache.get_seq_length()
+    positions, allowed = pass_layout(cached, len(run), alternatives)
+    ids = [last, *run, *(a.token_id for a in alternatives)]
+    return forward_logits(model, cache, ids, keep=len(ids), position_ids=positions,
+                          attention_mask=tree_masks(model, cached, positions, allowed))
+
+
+def tree_masks(model: PreTrainedModel, cached: int, positions: torch.Tensor, allowed: torch.Tensor):
+    """The pass's additive 4D mask, with each layer kind's window applied over
+    absolute positions (a sliding layer sees only the last `window` of them): one
+    tensor when every layer has the same window, else one per layer type, as the
+    hybrid models (Gemma 2/3, Qwen2 with sliding layers) take it."""
     # An additive mask works with every attention implementation (eager adds it).
     dtype = model.dtype if model.dtype.is_floating_point else torch.float32
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    ids = [last, *run, *(a.token_id for a in alternatives)]
-    return forward_logits(model, cache, ids, keep=len(ids), position_ids=positions, attention_mask=mask[None, None])
+    kv_positions = torch.cat([torch.arange(cached), positions])
+    distance = positions[:, None] - kv_positions[None, :]
+
+    def additive(window: int | None) -> torch.Tensor:
+        seen = allowed if window is None else allowed & (distance < window)
+        return torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)[None, None]
+
+    windows = layer_windows(model.config)
+    if len(set(windows.values())) == 1:
+        return additive(next(iter(windows.values())))
+    return {kind: additive(window) for kind, window in windows.items()}
 
 
 def verify_greedy(run: list[int], alternatives: list[Alternative], logits: torch.Tensor) -> tuple[Verdict, int | None]:
@@ -99,16 +120,3 @@ def accepted_rows(n_accepted: int, run: int, alternative: int | None) -> list[in
     accepted alternative if any. The last of them gave the round's emitted token."""
     return list(range(n_accepted + 1)) + ([1 + run + alternative] if alternative is not None else [])
 
-
-@torch.inference_mode()  # the cache's tensors were made in inference mode
-def keep_rows(cache: DynamicCache, start: int, rows: list[int]) -> None:
-    """Make the cache hold its first `start` positions followed by the pass's `rows`
-    (pass row i sits at start + i), in order; everything after goes."""
-    moved = [i for i, row in enumerate(rows) if row != i]
-    if moved:
-        src = torch.tensor([start + rows[i] for i in moved])
-        dst = torch.tensor([start + i for i in moved])
-        for layer in cache.layers:
-            for tensor in (layer.keys, layer.values):
-                tensor[:, :, dst.to(tensor.device)] = tensor[:, :, src.to(tensor.device)]
-    crop(cache, start + len(rows))

@@ -23,7 +23,8 @@ import torch
 from specchat.engine.drafters import Proposal
 from specchat.engine.forward import common_prefix
 from specchat.engine.sampling import SamplingSettings
-from specchat.engine.trained_drafter import DraftModel, KVCache, draft_run
+from specchat.engine.cache import KVCache
+from specchat.engine.trained_drafter import DraftModel, draft_run
 
 
 class TargetStates:
@@ -63,7 +64,7 @@ class FeatureDrafter:
 
     def reset(self) -> None:
         model = self.model
-        self._cache = KVCache(model.cfg, model.cfg.num_layers, model.compute_dtype, model.device)
+        self._cache = KVCache(model.cfg.num_layers)
         self._pairs: list[int] = []  # token of each cached pair (pair i holds token i+1)
         self._states = TargetStates(model.cfg.hidden_size, model.compute_dtype, model.device)
 
@@ -71,7 +72,7 @@ class FeatureDrafter:
         """The target's hidden states for positions start.. of the verified sequence."""
         self._states.put(start, states)
         # A pair reads the state before its token: pairs from `start` on are stale.
-        self._cache.length = min(self._cache.length, start)
+        self._cache.truncate(start)
         del self._pairs[start:]
 
     def prefill(self, tokens: list[int]) -> None:
@@ -86,7 +87,7 @@ class FeatureDrafter:
         if usable < 0 or (want_output and usable < len(tokens) - 1):
             return None
         common = common_prefix(self._pairs, tokens[1:], limit=usable - (1 if want_output else 0))
-        self._cache.length = common
+        self._cache.truncate(common)
         del self._pairs[common:]
         device = self.model.device
         output = None
@@ -111,7 +112,7 @@ class FeatureDrafter:
         real = self._cache.length
         proposal = draft_run(self.model, hidden, self.model.head, self._step, tokens, k, sampling, generator,
                              self.use_lookup, self.catchup, spare, more)
-        self._cache.length = real  # drop the pairs built on predicted states
+        self._cache.truncate(real)  # drop the pairs built on predicted states
         return proposal
 
     def _step(self, drafted: list[int], hidden: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,9 @@ layer for positions nobody reads).
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
+
+from specchat.engine.cache import KVCache
 
 
 def output_vocab_size(model: PreTrainedModel) -> int:
@@ -19,33 +21,34 @@ def output_vocab_size(model: PreTrainedModel) -> int:
     return getattr(head, "out_features", None) or model.config.vocab_size
 
 
-def new_cache(model: PreTrainedModel) -> DynamicCache:
-    return DynamicCache(config=model.config)
+def new_cache(model: PreTrainedModel) -> KVCache:
+    return KVCache.for_model(model)
 
 
 @torch.inference_mode()
-def forward_logits(model: PreTrainedModel, cache: DynamicCache, token_ids: list[int], keep: int,
+def forward_logits(model: PreTrainedModel, cache: KVCache, token_ids: list[int], keep: int,
                    position_ids: torch.Tensor | None = None,
-                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                   attention_mask: torch.Tensor | dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Feed token_ids after what the cache holds; return float logits [keep, V] for the
     last `keep` positions (keep=0: none, for a pure prefill). position_ids [n] and a 4D
-    attention_mask replace the causal defaults (a pass over a tree of drafts)."""
+    attention_mask (or one per layer type) replace the causal defaults (a pass over a
+    tree of drafts)."""
     device = model.device
     input_ids = torch.tensor([token_ids], dtype=torch.long, device=device)
     extra = {}
     if position_ids is not None:
         extra["position_ids"] = position_ids[None].to(device)
-    if attention_mask is not None:
+    if isinstance(attention_mask, dict):  # one mask per layer type (a hybrid of windows)
+        extra["attention_mask"] = {kind: mask.to(device) for kind, mask in attention_mask.items()}
+    elif attention_mask is not None:
         extra["attention_mask"] = attention_mask.to(device)
     out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=max(keep, 1), **extra)
     return out.logits[0, -keep:].float() if keep else out.logits[0, :0].float()
 
 
-def crop(cache: DynamicCache, length: int) -> None:
+def crop(cache: KVCache, length: int) -> None:
     """Keep only the first `length` positions of the cache."""
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)  # transformers 5.x: a negative count removes that many from the end
+    cache.truncate(length)
 
 
 def common_prefix(cached: list[int], tokens: list[int], limit: int) -> int:
@@ -56,7 +59,7 @@ def common_prefix(cached: list[int], tokens: list[int], limit: int) -> int:
     return common
 
 
-def sync_cache(model: PreTrainedModel, cache: DynamicCache, cached: list[int], tokens: list[int],
+def sync_cache(model: PreTrainedModel, cache: KVCache, cached: list[int], tokens: list[int],
                keep: int, chunk: int = 512) -> tuple[torch.Tensor, int]:
     """Make the cache hold exactly `tokens` (cached = the ids it holds now, updated in
     place), reusing the longest common prefix, and return logits for the last `keep`
@@ -68,6 +71,7 @@ def sync_cache(model: PreTrainedModel, cache: DynamicCache, cached: list[int], t
     fresh = tokens[common:]
     if not fresh:
         return torch.empty(0), 0
+    cache.reserve(len(tokens))  # one allocation for a long prompt, not one per chunk
     # Long prompts are fed in chunks so peak memory stays bounded; the last chunk
     # must hold the `keep` positions whose logits are wanted.
     starts = list(range(0, len(fresh), chunk))

@@ -26,9 +26,10 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
-from specchat.engine.alternatives import accepted_rows, forward_with_alternatives, keep_rows, verify_greedy
+from specchat.engine.alternatives import accepted_rows, forward_with_alternatives, verify_greedy
+from specchat.engine.cache import KVCache
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.drafters import Drafter
 from specchat.engine.draft_length import AdaptiveK, FixedK
@@ -44,7 +45,7 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def prefill(model: PreTrainedModel, cache: DynamicCache, cached: list[int], drafter: Drafter,
+def prefill(model: PreTrainedModel, cache: KVCache, cached: list[int], drafter: Drafter,
             prompt: list[int]) -> int:
     """Bring the target's cache to prompt[:-1] (keeping the longest common prefix with
     what it holds, `cached`) and the drafter up to the prompt; a drafter that reads
@@ -83,7 +84,7 @@ class StopRules:
 
 
 class SpeculativeDecoder:
-    def __init__(self, model: PreTrainedModel, cache: DynamicCache, cached: list[int], drafter: Drafter,
+    def __init__(self, model: PreTrainedModel, cache: KVCache, cached: list[int], drafter: Drafter,
                  decoder: IncrementalDecoder, sampling: SamplingSettings,
                  policy: AdaptiveK | FixedK, rules: StopRules,
                  generator: torch.Generator | None, cancel: threading.Event,
@@ -154,7 +155,7 @@ class SpeculativeDecoder:
                 verdict, chosen = verify(draft_ids, dists, logits, probs, sampling, self.generator), None
             # The pass's rows on the accepted branch: last, the accepted run, an accepted alternative.
             rows = accepted_rows(verdict.n_accepted, len(draft_ids), chosen)
-            keep_rows(self.cache, len(state.tokens) - 1, rows)
+            self.cache.keep_rows(len(state.tokens) - 1, rows)
             path = draft_ids[: verdict.n_accepted] + ([alternatives[chosen].token_id] if chosen is not None else [])
             self.cached[:] = state.tokens + path
             if reads_states:  # the states of the last token and the accepted drafts

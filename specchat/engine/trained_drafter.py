@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from specchat.engine.cache import KVCache
 from specchat.engine.calibration import Calibration
 from specchat.engine.drafters import (ALTERNATIVES_PER_POSITION, Alternative, Proposal, alternatives_among,
                                      choose_alternatives, find_continuation)
@@ -76,30 +77,6 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
-class KVCache:
-    """Preallocated keys/values per layer; rolling back only moves `length`."""
-
-    def __init__(self, cfg: DraftConfig, layers: int, dtype: torch.dtype, device, capacity: int = 1024) -> None:
-        self.cfg, self.layers, self.dtype, self.device = cfg, layers, dtype, device
-        self.length = 0
-        self._alloc(capacity)
-
-    def _alloc(self, capacity: int) -> None:
-        shape = (1, self.cfg.num_kv_heads, capacity, self.cfg.head_dim)
-        self.k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
-        self.v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
-
-    def ensure(self, needed: int) -> None:
-        capacity = self.k[0].shape[2]
-        if needed <= capacity:
-            return
-        old_k, old_v = self.k, self.v
-        self._alloc(max(needed, capacity * 2))
-        for i in range(self.layers):
-            self.k[i][:, :, : self.length] = old_k[i][:, :, : self.length]
-            self.v[i][:, :, : self.length] = old_v[i][:, :, : self.length]
-
-
 class DraftLayer(nn.Module):
     def __init__(self, cfg: DraftConfig) -> None:
         super().__init__()
@@ -120,11 +97,8 @@ class DraftLayer(nn.Module):
         t = x.shape[1]
         start = 0
         if cache is not None:
-            start = cache.length
-            cache.k[index][:, :, start:start + t] = k
-            cache.v[index][:, :, start:start + t] = v
-            k = cache.k[index][:, :, : start + t]
-            v = cache.v[index][:, :, : start + t]
+            start = cache.layers[index].length
+            k, v = cache.update(k, v, index)  # the filled part, these positions included
         if t == 1:
             mask, causal = None, False  # one new query sees the whole cache
         elif start == 0:
@@ -209,13 +183,9 @@ class DraftModel(nn.Module):
         prediction of the target's state after it."""
         x = self.inputs(input_ids, target_states)
         start = cache.length if cache is not None else 0
-        if cache is not None:
-            cache.ensure(start + input_ids.shape[1])
         cos, sin = self.rope(start, input_ids.shape[1], x.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i)
-        if cache is not None:
-            cache.length = start + input_ids.shape[1]
         return self.norm(x)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
@@ -392,7 +362,7 @@ class TrainedDrafter:
 
     def reset(self) -> None:
         model = self.model
-        self._cache = KVCache(model.cfg, model.cfg.num_layers, model.compute_dtype, model.device)
+        self._cache = KVCache(model.cfg.num_layers)
         self._cached: list[int] = []
 
     @torch.inference_mode()
@@ -400,7 +370,7 @@ class TrainedDrafter:
         """Make the cache hold `tokens`; return draft logits after the last of them.
         At least one token is re-fed when logits are wanted."""
         common = common_prefix(self._cached, tokens, limit=len(tokens) - (1 if want_logits else 0))
-        self._cache.length = common
+        self._cache.truncate(common)
         del self._cached[common:]
         fresh = tokens[common:]
         logits = None

@@ -6,7 +6,8 @@ import torch
 
 from specchat.engine.sampling import SamplingSettings
 from specchat.distill.train import drafting_passes
-from specchat.engine.trained_drafter import DraftConfig, DraftModel, KVCache, TrainedDrafter
+from specchat.engine.cache import KVCache
+from specchat.engine.trained_drafter import DraftConfig, DraftModel, TrainedDrafter
 
 TARGET_VOCAB = 300
 
@@ -119,7 +120,7 @@ def test_training_passes_see_what_drafting_sees():
         for i in range(passes - 1, n):
             for j in range(passes):
                 start = i - j
-                cache = KVCache(model.cfg, model.cfg.num_layers, torch.float32, "cpu")
+                cache = KVCache(model.cfg.num_layers)
                 hidden = model.features(ids[:, :start + 1], cache, states[:, :start + 1])[0, -1]
                 for p in range(start + 1, i + 1):  # each drafted pair reads the state predicted before it
                     hidden = model.features(ids[:, p:p + 1], cache, hidden[None, None])[0, -1]
