@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from typer._click.exceptions import ClickException, UsageError
 
 from specchat.config import DEVICES, QUANTS, ConfigError, RunConfig, default_drafter, resolve
+from specchat.drafter_pick import FALLBACK_DRAFTER, NOTE_PREFIX
 from specchat.oneshot import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 
@@ -156,7 +157,8 @@ TargetOpt = Annotated[Optional[str], _opt(
 DrafterOpt = Annotated[Optional[str], _opt(
     "--drafter", "Drafter: smoldraft (the embedded target's default), ngram, none, a directory "
     "`specchat distill` wrote, or a model spec with the target's vocabulary.",
-    f"{default_drafter('embedded')} for the embedded target")]
+    f"{default_drafter('embedded')} for the embedded target; for others the smallest cached model "
+    "of its family and tokenizer, else ngram")]
 KOpt = Annotated[Optional[str], _opt("--k", "Draft length, or auto (adaptive).", _D.k_label, metavar="N|auto")]
 AlternativesOpt = Annotated[Optional[str], _opt(
     "--alternatives", "Other candidates verified beside each drafted run (greedy only); auto: fill the "
@@ -202,7 +204,7 @@ def _progress(message: str) -> None:
 
 
 def _load(config: RunConfig, progress=_progress):
-    """(target, drafter) as the config asks."""
+    """(target, drafter, notes) as the config asks."""
     from specchat.models import load_drafter, load_target
 
     if not sys.stderr.isatty():
@@ -211,8 +213,17 @@ def _load(config: RunConfig, progress=_progress):
 
         hf_logging.disable_progress_bar()
     target = load_target(config.target, device=config.device, quant=config.quant, progress=progress)
-    drafter = load_drafter(config.drafter, target, quant=config.quant, progress=progress)
-    return target, drafter
+    notes = [config.drafter_note] if config.drafter_note else []
+    try:
+        drafter = load_drafter(config.drafter, target, quant=config.quant, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - whatever stops a picked drafter (a bad file, memory)
+        if not notes or config.drafter == FALLBACK_DRAFTER:
+            raise  # the user named this drafter: theirs to fix
+        # A drafter picked for the user must not stop the run it was picked for.
+        drafter = load_drafter(FALLBACK_DRAFTER, target)
+        notes = [f"{NOTE_PREFIX}{FALLBACK_DRAFTER} for target {config.target}: the picked "
+                 f"{config.drafter} did not load ({_first_line(exc)})"]
+    return target, drafter, notes
 
 
 def _open_session(config: RunConfig, progress=_progress):
@@ -220,9 +231,9 @@ def _open_session(config: RunConfig, progress=_progress):
     the engine thread (EngineHost.start), like every later torch call of the session."""
     from specchat.engine.session import ChatSession
 
-    target, drafter = _load(config, progress)
+    target, drafter, notes = _load(config, progress)
     session = ChatSession(target, drafter, system_prompt=config.system, settings=_settings(config))
-    session.notes = list(getattr(drafter, "load_notes", []))
+    session.notes = notes + list(getattr(drafter, "load_notes", []))
     session.warm_up(progress)
     return session
 
@@ -307,8 +318,9 @@ def run(
         host = EngineHost()
         try:
             session = host.start(lambda progress: _open_session(config, progress), _progress)
-            for note in session.notes:
-                print(f"specchat: warning: {note}", file=sys.stderr, flush=True)
+            for note in session.notes:  # a drafter pick is news, the rest are warnings
+                kind = "" if note.startswith(NOTE_PREFIX) else "warning: "
+                print(f"specchat: {kind}{note}", file=sys.stderr, flush=True)
             options = Options(color=color.value, show_rejected=show_rejected, stats=stats, json=json_,
                               trace=str(trace) if trace else None)
             code = run_turn(session, text, options, sys.stdout, sys.stderr)

