@@ -30,6 +30,7 @@ from specchat import local_models
 from specchat.engine import fp16_linear
 from specchat.engine.drafters import Drafter, ModelDrafter, NgramDrafter, NoDrafter
 from specchat.engine.forward import output_vocab_size
+from specchat.engine.windows import UnservableModel, check_servable
 from specchat.local_models import COMPLETE_MARKER as _COMPLETE_MARKER
 from specchat.local_models import EMBEDDED_NAME, cache_root, converted_dir  # noqa: F401 - public here too
 from specchat.vocab_match import first_difference
@@ -258,6 +259,10 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
         raise ModelError(f"cannot load {spec}: {_first_line(exc)}") from exc
     except (ValueError, KeyError) as exc:
         raise ModelError(f"cannot load {spec}: {_first_line(exc)}") from exc
+    try:
+        check_servable(model)
+    except UnservableModel as exc:
+        raise ModelError(f"cannot run {spec}: {exc}") from exc
     if qconfig is None:
         model.to(device)
     if quant == "fp16":

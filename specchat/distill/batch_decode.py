@@ -6,8 +6,9 @@ positions for 1,826 real ones and took ~10 s of a batch's 34. Here each prompt i
 prefilled alone, after their common prefix (the chat template's system block) was
 prefilled once, and the rows' caches are then stacked left-padded, so decoding runs
 as one batch. A row leaves the batch when it ends, so later steps compute only for
-rows still answering, and each layer's cache has room for every step ahead
-(DynamicCache copies itself whole on every step). With the fp16-packed target a batch
+rows still answering, and each layer's cache (engine/cache.py) has room for every
+step ahead (DynamicCache copied itself whole on every step: 44% of decoding time at
+batch 64, 128 new tokens). With the fp16-packed target a batch
 of 32 took 17 s instead of 34, with identical greedy answers in fp32.
 
 Every step keeps the model's top-k log-probabilities (before temperature) at each
@@ -20,9 +21,9 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import DynamicLayer
+from transformers import PreTrainedModel
 
+from specchat.engine.cache import KVCache, PreallocatedLayer
 from specchat.engine.forward import common_prefix, new_cache
 
 
@@ -35,37 +36,6 @@ class Answer:
     top_logprobs: list[torch.Tensor] = field(default_factory=list)
 
 
-class _RoomyLayer(DynamicLayer):
-    """A cache layer with room to grow: a step writes its keys and values into spare
-    capacity where DynamicLayer concatenates, which copies the whole cache every step
-    (44% of decoding time at batch 64, 128 new tokens)."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
-        super().__init__()
-        self.lazy_initialization(keys, values)
-        self._length = keys.shape[-2]
-        self._keys = torch.nn.functional.pad(keys, (0, 0, 0, room))
-        self._values = torch.nn.functional.pad(values, (0, 0, 0, room))
-        self._expose()
-
-    def _expose(self) -> None:
-        self.keys, self.values = self._keys[:, :, :self._length], self._values[:, :, :self._length]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        end = self._length + key_states.shape[-2]
-        if end > self._keys.shape[-2]:
-            raise ValueError(f"cache room exceeded: {end} > {self._keys.shape[-2]} positions")
-        self._keys[:, :, self._length:end] = key_states
-        self._values[:, :, self._length:end] = value_states
-        self._length = end
-        self._expose()
-        return self.keys, self.values
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._keys, self._values = self._keys[indices], self._values[indices]
-        self._expose()
-
-
 def _shared_prefix(prompts: list[list[int]]) -> int:
     """Leading ids every prompt shares, leaving each at least one id of its own
     (the last prompt id is fed by the first decoding step)."""
@@ -76,7 +46,7 @@ def _shared_prefix(prompts: list[list[int]]) -> int:
 
 
 @torch.inference_mode()
-def _prefill_rows(model: PreTrainedModel, prompts: list[list[int]], room: int) -> tuple[DynamicCache, torch.Tensor]:
+def _prefill_rows(model: PreTrainedModel, prompts: list[list[int]], room: int) -> tuple[KVCache, torch.Tensor]:
     """A batch cache holding every prompt but its last id, left-padded to one width
     (padding slots are zeros that the mask hides), with room for `room` more
     positions, and that mask."""
@@ -102,12 +72,12 @@ def _prefill_rows(model: PreTrainedModel, prompts: list[list[int]], room: int) -
         keys, values = [], []
         for row, prompt in zip(rows, prompts):
             held = row.get_seq_length() > 0
-            k = row.layers[index].keys if held else reference.keys[:1, :, :0]
-            v = row.layers[index].values if held else reference.values[:1, :, :0]
+            k, v = row.layers[index].filled() if held else (reference.keys[:1, :, :0], reference.values[:1, :, :0])
             pad = width - (len(prompt) - 1)
             keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
             values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
-        layers.append(_RoomyLayer(torch.cat(keys), torch.cat(values), room))
+        # Room for every step ahead: a step writes in place, nothing is concatenated.
+        layers.append(PreallocatedLayer.holding(torch.cat(keys), torch.cat(values), room))
     batch.layers = layers
     return batch, mask
 

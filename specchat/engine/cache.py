@@ -59,6 +59,22 @@ class PreallocatedLayer(CacheLayerMixin):
             self.values[..., : self.length, :] = old_values[..., : self.length, :]
         self.allocations += 1
 
+    @classmethod
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor, room: int = 0) -> PreallocatedLayer:
+        """A layer filled with `keys`/`values` [batch, heads, positions, head_dim] and
+        room for `room` more positions (a batch stacked from rows' caches)."""
+        layer = cls()
+        layer.device = keys.device
+        layer._allocate(keys, values, _round_up(keys.shape[-2] + room))
+        layer.keys[..., : keys.shape[-2], :] = keys
+        layer.values[..., : values.shape[-2], :] = values
+        layer.length, layer.is_initialized = keys.shape[-2], True
+        return layer
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only these rows of a batch (rows that ended leave it)."""
+        self.keys, self.values = self.keys[indices], self.values[indices]
+
     @property
     def capacity(self) -> int:
         return self.keys.shape[-2] if self.is_initialized else 0
