@@ -43,10 +43,11 @@ class PreallocatedLayer(CacheLayerMixin):
         super().__init__()
         self.length = 0
         self.allocations = 0  # how many buffers this layer has had (tests read it)
+        self._reserved = 0  # asked for before the first write, when shapes were unknown
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
-        self._allocate(key_states, value_states, _round_up(max(key_states.shape[-2], 1)))
+        self._allocate(key_states, value_states, _round_up(max(key_states.shape[-2], self._reserved, 1)))
         self.is_initialized = True
 
     def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
@@ -80,8 +81,11 @@ class PreallocatedLayer(CacheLayerMixin):
         return self.keys.shape[-2] if self.is_initialized else 0
 
     def reserve(self, positions: int) -> None:
-        """Room for `positions` in all (a no-op before the first update: shapes unknown)."""
-        if self.is_initialized and positions > self.capacity:
+        """Room for `positions` in all; before the first update (shapes unknown) it
+        sizes the first buffer."""
+        if not self.is_initialized:
+            self._reserved = max(self._reserved, positions)
+        elif positions > self.capacity:
             self._allocate(self.keys, self.values, _round_up(positions))
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
@@ -93,7 +97,7 @@ class PreallocatedLayer(CacheLayerMixin):
         self.keys[..., start:end, :] = key_states
         self.values[..., start:end, :] = value_states
         self.length = end
-        return self.keys[..., :end, :], self.values[..., :end, :]
+        return self.filled()
 
     def filled(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The keys and values of the positions held (views)."""

@@ -46,11 +46,6 @@ def forward_logits(model: PreTrainedModel, cache: KVCache, token_ids: list[int],
     return out.logits[0, -keep:].float() if keep else out.logits[0, :0].float()
 
 
-def crop(cache: KVCache, length: int) -> None:
-    """Keep only the first `length` positions of the cache."""
-    cache.truncate(length)
-
-
 def common_prefix(cached: list[int], tokens: list[int], limit: int) -> int:
     """How many leading ids the two sequences share, at most `limit`."""
     common, limit = 0, min(len(cached), limit)
@@ -66,7 +61,7 @@ def sync_cache(model: PreTrainedModel, cache: KVCache, cached: list[int], tokens
     of them, and how many tokens were fed. At least `keep` tokens are re-fed so their
     logits exist."""
     common = common_prefix(cached, tokens, limit=len(tokens) - keep)
-    crop(cache, common)
+    cache.truncate(common)
     del cached[common:]
     fresh = tokens[common:]
     if not fresh:

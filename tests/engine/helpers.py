@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerFast
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import FixedK
 from specchat.engine.forward import new_cache
-from specchat.engine.sampling import SamplingSettings
+from specchat.engine.sampling import SamplingSettings, logits_to_probs
 from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, prefill
 
 
@@ -43,3 +43,16 @@ def decode_once(model, tokenizer, drafter, prompt: list[int], *, k: int, new_tok
     state = DecodeState(tokens=list(prompt), prompt_len=len(prompt))
     rounds = list(decoder.run(state, turn=1))
     return state, rounds, decoder
+
+
+def total_variation(counts: torch.Tensor, exact: torch.Tensor) -> float:
+    return 0.5 * float((counts / counts.sum() - exact).abs().sum())
+
+
+def exact_two_token_marginals(model, prompt, settings):
+    """P(t1) and P(t2) under the target with the given sampling settings, enumerated."""
+    with torch.inference_mode():
+        first = logits_to_probs(model(torch.tensor([prompt])).logits[0, -1], settings)
+        batch = torch.tensor([prompt + [t] for t in range(first.numel())])
+        second_given = logits_to_probs(model(batch).logits[:, -1], settings)
+    return first, first @ second_given

@@ -19,13 +19,13 @@ from specchat.engine.cache import CHUNK
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import FixedK
 from specchat.engine.drafters import Alternative, ModelDrafter, NgramDrafter, NoDrafter
-from specchat.engine.forward import forward_logits, new_cache
+from specchat.engine.forward import forward_logits, new_cache, sync_cache
 from specchat.engine.sampling import SamplingSettings
 from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, prefill
 from specchat.engine.windows import UnservableModel, check_servable
 
 from .families import FAMILIES, SLIDING, WINDOW, build
-from .helpers import decode_once, word_tokenizer
+from .helpers import decode_once, exact_two_token_marginals, total_variation, word_tokenizer
 
 VOCAB = 64
 GREEDY = SamplingSettings(temperature=0.0)
@@ -135,20 +135,10 @@ def test_cache_storage_is_allocated_once_per_chunk():
     # Crossing one chunk boundary made exactly one more buffer; every step before and after wrote in place.
     assert len(pointers) == 2 and layer.allocations == 2 == cache.allocations // len(cache.layers)
     assert layer.capacity == 2 * CHUNK and cache.length == len(PROMPT) + CHUNK + 20
-
-
-def _two_token_marginals(model, prompt, settings):
-    from specchat.engine.sampling import logits_to_probs
-
-    with torch.inference_mode():
-        first = logits_to_probs(model(torch.tensor([prompt])).logits[0, -1], settings)
-        batch = torch.tensor([prompt + [t] for t in range(first.numel())])
-        second_given = logits_to_probs(model(batch).logits[:, -1], settings)
-    return first, first @ second_given
-
-
-def _total_variation(counts, exact):
-    return 0.5 * float((counts / counts.sum() - exact).abs().sum())
+    # A prompt longer than a chunk, fed to a fresh cache in pieces: sized once, up front.
+    fresh = new_cache(target)
+    sync_cache(target, fresh, [], [step % VOCAB for step in range(CHUNK + 100)], keep=1, chunk=128)
+    assert fresh.allocations == len(fresh.layers) and fresh.layers[0].capacity == 2 * CHUNK
 
 
 @pytest.mark.parametrize("family,drafter_kind", [(f, "model") for f in SLIDING] + [("gemma3", "ngram")])
@@ -159,7 +149,7 @@ def test_sampling_keeps_the_target_distribution_past_the_window(family, drafter_
                if drafter_kind == "model" else NgramDrafter())
     prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 1, 4]  # longer than the window, with repeats for ngram
     settings = SamplingSettings(temperature=1.5)
-    exact_first, exact_second = _two_token_marginals(target, prompt, settings)
+    exact_first, exact_second = exact_two_token_marginals(target, prompt, settings)
     first, second = torch.zeros(vocab), torch.zeros(vocab)
     generator = torch.Generator().manual_seed(99)
     for _ in range(600):
@@ -169,8 +159,8 @@ def test_sampling_keeps_the_target_distribution_past_the_window(family, drafter_
         second[state.generated[1]] += 1
     # Sampling noise at n=600 over 12 tokens is ~0.05; a biased rule moves it further
     # (test_sampling_lossless shows the statistic catches one).
-    assert _total_variation(first, exact_first) < 0.09
-    assert _total_variation(second, exact_second) < 0.09
+    assert total_variation(first, exact_first) < 0.09
+    assert total_variation(second, exact_second) < 0.09
 
 
 def test_an_architecture_the_cache_cannot_serve_is_refused_by_name():

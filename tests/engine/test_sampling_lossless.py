@@ -15,13 +15,9 @@ from specchat.engine.draft_length import AdaptiveK
 from specchat.engine.drafters import ModelDrafter
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
 
-from .helpers import decode_once, word_tokenizer
+from .helpers import decode_once, exact_two_token_marginals, total_variation, word_tokenizer
 
 SAMPLE = SamplingSettings(temperature=1.0)
-
-
-def total_variation(counts: torch.Tensor, exact: torch.Tensor) -> float:
-    return 0.5 * float((counts / counts.sum() - exact).abs().sum())
 
 
 def broken_verify(draft_ids, draft_probs, target_logits, target_probs, settings, generator):
@@ -57,15 +53,6 @@ def test_accept_resample_rule_keeps_target_distribution():
     assert broken > bound, "the statistic must be able to catch a biased resampler"
 
 
-def _exact_two_token_marginals(model, prompt, settings):
-    """P(t1) and P(t2) under the target with the given sampling settings, enumerated."""
-    with torch.inference_mode():
-        first = logits_to_probs(model(torch.tensor([prompt])).logits[0, -1], settings)
-        batch = torch.tensor([prompt + [t] for t in range(first.numel())])
-        second_given = logits_to_probs(model(batch).logits[:, -1], settings)
-    return first, first @ second_given
-
-
 def _sampled_marginals(target, drafter, tokenizer, prompt, settings, n, policy=None, lengths=None, pairs=None):
     """Counts of the first and second generated token over n runs; `policy()` makes
     each run's draft-length policy (else 2 drafts a round), `lengths` collects
@@ -96,7 +83,7 @@ def test_speculative_loop_keeps_target_distribution(tiny_llama, monkeypatch):
     prompt = [3, 1, 4, 1, 5]
     # Temperature and top-k are applied identically to both sides; top-k changes the support.
     settings = SamplingSettings(temperature=1.5, top_k=8)
-    exact_first, exact_second = _exact_two_token_marginals(target, prompt, settings)
+    exact_first, exact_second = exact_two_token_marginals(target, prompt, settings)
     n = 1200
     first, second = _sampled_marginals(target, drafter, tokenizer, prompt, settings, n)
     bound = 0.07  # noise at n=1200 over 12 tokens is ~0.03
@@ -137,7 +124,7 @@ def test_a_draft_length_chosen_from_the_drafters_probabilities_keeps_the_distrib
     drafter = ModelDrafter(draft_model, name="tiny-draft", vocab_size=vocab)
     prompt = [3, 1, 4, 1, 5]
     settings = SamplingSettings(temperature=1.5, top_k=8)
-    exact_first, exact_second = _exact_two_token_marginals(target, prompt, settings)
+    exact_first, exact_second = exact_two_token_marginals(target, prompt, settings)
     lengths: list[int] = []
     first, second = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 1200,
                                        policy=_measured_policy, lengths=lengths)
