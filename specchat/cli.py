@@ -173,7 +173,7 @@ SeedOpt = Annotated[Optional[int], _opt("--seed", "Seed for sampling.")]
 MaxNewOpt = Annotated[Optional[int], _opt("--max-new-tokens", "Longest answer, in tokens.", _D.max_new_tokens)]
 DeviceOpt = Annotated[Optional[str], _opt("--device", "", _D.device, metavar="|".join(DEVICES))]
 QuantOpt = Annotated[Optional[str], _opt(
-    "--quant", "Weight quantization.", "4bit on CUDA, fp16 on CPU", metavar="|".join(QUANTS))]
+    "--quant", "Weight quantization.", "4bit on CUDA, measured on CPU (int4 or fp16)", metavar="|".join(QUANTS))]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 
 
@@ -212,7 +212,8 @@ def _load(config: RunConfig, progress=_progress):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    target = load_target(config.target, device=config.device, quant=config.quant, progress=progress)
+    target = load_target(config.target, device=config.device, quant=config.quant, progress=progress,
+                         lean=True)
     notes = [config.drafter_note] if config.drafter_note else []
     try:
         drafter = load_drafter(config.drafter, target, quant=config.quant, progress=progress)
@@ -230,8 +231,10 @@ def _open_session(config: RunConfig, progress=_progress):
     """The chat session every front end runs: models loaded and warmed up. Called on
     the engine thread (EngineHost.start), like every later torch call of the session."""
     from specchat.engine.session import ChatSession
+    from specchat.models import settle_format
 
     target, drafter, notes = _load(config, progress)
+    settle_format(target, drafter, progress)
     session = ChatSession(target, drafter, system_prompt=config.system, settings=_settings(config))
     session.notes = notes + list(getattr(drafter, "load_notes", []))
     session.warm_up(progress)

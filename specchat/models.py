@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 import torch
 
 from specchat import local_models
-from specchat.engine import fp16_linear
+from specchat.engine import fp16_linear, lean_decoder
+from specchat.engine.fp16_linear import Fp16PackedLinear
 from specchat.engine.drafters import Drafter, ModelDrafter, NgramDrafter, NoDrafter
 from specchat.engine.forward import output_vocab_size
 from specchat.engine.windows import UnservableModel, check_servable
@@ -54,6 +55,9 @@ class LoadedModel:
     tokenizer: object
     device: torch.device
     precision: str
+    # A CPU target whose lean decoder is still to be given its format (settle_format):
+    # "auto" to measure, or the format the user asked for.
+    pending_format: str | None = None
 
 
 # -- devices ------------------------------------------------------------------------
@@ -206,6 +210,10 @@ def _quantization(quant: str, device: torch.device):
     """(transformers quantization config or None, precision label or None)."""
     if quant == "none":
         return None, None
+    if quant == "int4":
+        if device.type != "cpu":
+            raise ModelError("--quant int4 is the CPU path; on CUDA use 4bit")
+        return None, "int4"
     if quant == "fp16":
         if device.type != "cpu":
             raise ModelError("--quant fp16 is the CPU path (fbgemm); on CUDA use 4bit, 8bit or none")
@@ -229,14 +237,14 @@ def _quantization(quant: str, device: torch.device):
 
 
 def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype | None,
-          trust_remote_code: bool, progress: Progress | None) -> LoadedModel:
+          trust_remote_code: bool, progress: Progress | None, lean: bool = False) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
     source, name = _locate(spec, progress)
-    quant = resolve_quant(quant, device)
+    asked, quant = quant, resolve_quant(quant, device)
     qconfig, precision = _quantization(quant, device)
-    if quant in ("fp16", "4bit"):
+    if quant in ("fp16", "4bit", "int4"):
         # Compact weights, fp32 arithmetic everywhere else (norms, attention, logits):
         # then a position's logits barely depend on how many tokens were fed with it,
         # so speculation gives the target's own greedy answer (README, Numerics).
@@ -265,17 +273,42 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
         raise ModelError(f"cannot run {spec}: {exc}") from exc
     if qconfig is None:
         model.to(device)
-    if quant == "fp16":
+    pending = None
+    if quant in ("fp16", "int4") and lean:
+        why_not = lean_decoder.unsupported(model)
+        if why_not is None:  # float weights kept until settle_format builds the lean decoder
+            pending = quant if asked else "auto"
+        elif quant == "int4":
+            raise ModelError(f"--quant int4 needs specchat's lean decoder, which cannot run {spec}: {why_not}")
+    elif quant == "int4":
+        raise ModelError("--quant int4 is for a target (a drafter takes fp16 or none on the CPU)")
+    if quant == "fp16" and pending is None:
+        if lean_decoder.unsupported(model) is None:  # same logits as the packed model, bit for bit
+            lean_decoder.attach(model, lean_decoder.LeanDecoder(model, Fp16PackedLinear))
         fp16_linear.pack_fp16(model)
     model.eval()
     return LoadedModel(spec=spec, name=name, model=model, tokenizer=tokenizer, device=device,
-                       precision=precision or str(dtype).removeprefix("torch."))
+                       precision=precision or str(dtype).removeprefix("torch."), pending_format=pending)
 
 
 def load_target(spec: str = "embedded", *, device: str = "auto", quant: str | None = None,
                 dtype: torch.dtype | None = None, trust_remote_code: bool = False,
-                progress: Progress | None = None) -> LoadedModel:
-    return _load(spec, resolve_device(device), quant, dtype, trust_remote_code, progress)
+                progress: Progress | None = None, lean: bool = False) -> LoadedModel:
+    """lean=True: a CPU target the lean decoder covers keeps its float weights for
+    settle_format, which the caller must call once the drafter is loaded."""
+    return _load(spec, resolve_device(device), quant, dtype, trust_remote_code, progress, lean)
+
+
+def settle_format(target: LoadedModel, drafter: Drafter, progress: Progress | None = None) -> None:
+    """Give a pending target its lean decoder: the format the user asked for, else the
+    one measured fastest with this drafter on this machine (engine/format_choice.py)."""
+    if target.pending_format is None:
+        return
+    from specchat.engine import format_choice
+
+    forced = None if target.pending_format == "auto" else target.pending_format
+    format_choice.settle(target, drafter, cache_root(), progress or (lambda _m: None), forced=forced)
+    target.pending_format = None
 
 
 def check_same_vocabulary(target: LoadedModel, drafter: LoadedModel) -> None:
@@ -297,6 +330,7 @@ def trained_drafter_quant(quant: str | None, device: torch.device) -> str:
     on CUDA, fp16-packed on most CPUs); its own layers are small, so 8-bit is not
     worth a second code path and loads unquantized."""
     quant = resolve_quant(quant, device)
+    quant = "fp16" if quant == "int4" else quant  # int4 is the lean decoder's: a target's
     quant = quant if quant in ("4bit", "fp16") else "none"
     _quantization(quant, device)  # a clear error when it cannot run here
     return quant
@@ -343,7 +377,8 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
         drafter_model = target
     else:
         try:
-            drafter_model = _load(spec, target.device, quant, dtype or target.model.dtype,
+            drafter_quant = "fp16" if quant == "int4" else quant  # int4 is the lean decoder's: a target's
+            drafter_model = _load(spec, target.device, drafter_quant, dtype or target.model.dtype,
                                   trust_remote_code, progress)
         except ModelNotFound as exc:  # most often a mistyped drafter name
             names = ", ".join([*SHIPPED_DRAFTERS, "ngram", "none"])

@@ -41,11 +41,14 @@ def cheap_width(device: torch.device, precision: str) -> int:
     an H100 is bound by the host (~6,000 small ops a pass), so 1 / 2 / 4 / 8 / 16 / 32
     tokens took 40 / 48 / 54 / 34 / 30 / 35 ms (medians of 30; the spread between runs
     is larger than any width effect); a larger target turns compute-bound sooner, so
-    not more than 8. Elsewhere (bf16 or 4-bit on a CPU: each token fed costs nearly a
-    step) 1: no alternatives unless asked for."""
+    not more than 8. The lean decoder's int4 and int8 (Xeon, 300 tokens of context):
+    4, since their kernels take rows four at a time (a pass over 4 tokens cost 1.45x
+    one, over 5 about 2x). Elsewhere (bf16 or bitsandbytes 4-bit on a CPU: each token
+    fed costs nearly a step) 1: no alternatives unless asked for. The k auto rule
+    weighs each alternative by the measured pass costs; this is only the cap."""
     if device.type == "cuda":
         return 8
-    return 6 if precision == "fp16-packed" else 1
+    return {"fp16-packed": 6, "fp16": 6, "int4": 4, "int8": 4}.get(precision, 1)
 
 
 def spare_for(k: int, requested: int | None, width: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from specchat.engine import lean_decoder
 from specchat.engine.cache import KVCache
 
 
@@ -33,6 +34,9 @@ def forward_logits(model: PreTrainedModel, cache: KVCache, token_ids: list[int],
     last `keep` positions (keep=0: none, for a pure prefill). position_ids [n] and a 4D
     attention_mask (or one per layer type) replace the causal defaults (a pass over a
     tree of drafts)."""
+    lean = lean_decoder.attached(model)
+    if lean is not None:  # the CPU fast path (lean_decoder.py)
+        return lean.logits(token_ids, cache, keep, position_ids, attention_mask)
     device = model.device
     input_ids = torch.tensor([token_ids], dtype=torch.long, device=device)
     extra = {}
@@ -85,7 +89,8 @@ class StateTap:
     the decoder stack: the states are computed anyway, so this costs nothing."""
 
     def __init__(self, model: PreTrainedModel, enabled: bool = True) -> None:
-        self._decoder = model.get_decoder() if enabled else None
+        lean = lean_decoder.attached(model) if enabled else None
+        self._decoder = lean.body if lean is not None else model.get_decoder() if enabled else None
         self._passes: list[torch.Tensor] = []
 
     def __enter__(self) -> StateTap:
@@ -94,7 +99,8 @@ class StateTap:
         return self
 
     def _keep(self, module, args, output) -> None:
-        self._passes.append(output[0][0])  # last_hidden_state of the one sequence
+        # last_hidden_state of the one sequence (the lean body returns it as a tensor)
+        self._passes.append(output[0] if torch.is_tensor(output) else output[0][0])
 
     def __exit__(self, *exc) -> None:
         if self._decoder is not None:

@@ -29,10 +29,11 @@ FAMILIES = {
     "mistral": (MistralConfig, MistralForCausalLM, lambda layers, window: dict(sliding_window=window)),
     "phi3": (Phi3Config, Phi3ForCausalLM, lambda layers, window: dict(sliding_window=window)),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM,
-              lambda layers, window: dict(use_sliding_window=True, sliding_window=window, max_window_layers=1)),
+              lambda layers, window: dict(use_sliding_window=window is not None, sliding_window=window,
+                                          max_window_layers=1)),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM,
-              lambda layers, window: dict(use_sliding_window=True, sliding_window=window, max_window_layers=1,
-                                          head_dim=16)),
+              lambda layers, window: dict(use_sliding_window=window is not None, sliding_window=window,
+                                          max_window_layers=1, head_dim=16)),
     "gemma2": (Gemma2Config, Gemma2ForCausalLM,
                lambda layers, window: dict(sliding_window=window, layer_types=_hybrid(layers), head_dim=16,
                                            query_pre_attn_scalar=16)),
@@ -41,11 +42,14 @@ FAMILIES = {
                                            query_pre_attn_scalar=16)),
 }
 SLIDING = [name for name in FAMILIES if name != "llama"]
+# The families the lean decoder computes when built without a window (window=None).
+LEAN = ["llama", "mistral", "qwen2", "qwen3"]
 
 
 def build(family: str, vocab_size: int = 64, seed: int = 0, layers: int = 2, hidden: int = 64,
           window: int = WINDOW, attention: str | None = None):
-    """attention: "sdpa" or "eager"; None lets transformers choose (sdpa where the family has it)."""
+    """attention: "sdpa" or "eager"; None lets transformers choose (sdpa where the family has it).
+    window=None: full attention in every layer (mistral, qwen2, qwen3)."""
     config_class, model_class, extra = FAMILIES[family]
     torch.manual_seed(seed)
     config = config_class(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,

@@ -1,0 +1,172 @@
+"""Which weight format the target's lean decoder uses on this machine: measured at
+first load, kept for later loads.
+
+Two measurements, on the warm-up text (warmup.WARMUP_TEXT):
+
+1. Fidelity. A format is a candidate only if its next-token distribution stays
+   within MAX_KL (mean KL, nats) of the model's own float weights on every position
+   of the text. The embedded GGUF is 4-bit (Q4_1), so int4 reproduces it (KL ~3e-4,
+   bf16 activations); requantizing those weights to int8 per row does not (~7e-3),
+   nor does int4 on an fp16 hub model. The output layer is always fp16: in 4 or 8
+   bits per row it changed one next token in 20.
+2. Speed: speculative tokens/s with the session's drafter (rounds of K_PROBE drafts,
+   as the chat loop runs them), or the plain step's tokens/s without one. Formats
+   alternate, twice each, so drift does not favour one.
+
+The choice is stored in the user cache (formats/<model>.json) under a key naming
+the CPU, torch and the drafter, so a later load on the same machine skips both
+measurements; another machine (an AVX2 EPYC, an AMX Xeon) measures its own.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from specchat.engine import lean_decoder, weight_formats
+from specchat.engine.drafters import Drafter, NoDrafter
+from specchat.engine.forward import forward_logits, new_cache
+
+CANDIDATES = ("fp16", "int4", "int8")
+MAX_KL = 1e-3
+K_PROBE = 4
+ROUNDS = 10
+
+
+@dataclass
+class FormatChoice:
+    format: str  # a weight_formats name, or "" where the lean decoder does not apply
+    reason: str
+    measured: dict[str, dict[str, float]] = field(default_factory=dict)  # format -> {"kl", "tok_s"}
+
+
+def machine_key(drafter_name: str) -> str:
+    """What a measured choice depends on: the CPU, its vector unit, torch, threads, the drafter."""
+    cpu = _cpu_name()
+    return (f"{cpu} | {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__} | "
+            f"{torch.get_num_threads()} threads | drafter {drafter_name}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def store_path(cache_dir: Path, model_name: str) -> Path:
+    return cache_dir / "formats" / (re.sub(r"[^A-Za-z0-9._-]+", "_", model_name) + ".json")
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # missing or corrupt: measure again
+
+
+def remembered(path: Path, key: str) -> FormatChoice | None:
+    entry = _read(path).get(key)
+    if not isinstance(entry, dict) or entry.get("format") not in CANDIDATES:
+        return None
+    return FormatChoice(entry["format"], "measured before on this machine", entry.get("measured", {}))
+
+
+def remember(path: Path, key: str, choice: FormatChoice) -> None:
+    data = _read(path)
+    data[key] = {"format": choice.format, "measured": choice.measured}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+    except OSError:
+        pass  # a read-only cache: the next load measures again
+
+
+def _kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
+    return torch.nn.functional.kl_div(logits.log_softmax(-1), reference.log_softmax(-1), log_target=True,
+                                      reduction="batchmean").item()
+
+
+def build(model, name: str) -> lean_decoder.LeanDecoder:
+    """The lean decoder with its layers in format `name` and the output layer in fp16."""
+    head = "fp16" if weight_formats.available("fp16") else "fp32"
+    return lean_decoder.LeanDecoder(model, weight_formats.maker(name), weight_formats.maker(head),
+                                    exact=name in weight_formats.BF16_ACTIVATIONS)
+
+
+def measure(model, tokenizer, drafter: Drafter, progress: Callable[[str], None] = lambda _m: None) -> FormatChoice:
+    """Fidelity, then speed, of every available candidate on `model` (float weights)."""
+    from specchat.engine.warmup import WARMUP_TEXT, _Context
+
+    ids = tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"]
+    reference = forward_logits(model, new_cache(model), ids, keep=len(ids))
+    measured: dict[str, dict[str, float]] = {}
+    decoders = {}
+    for name in CANDIDATES:
+        if not weight_formats.available(name):
+            continue
+        progress(f"choosing the weight format: {name} fidelity…")
+        decoder = build(model, name)
+        kl = _kl(decoder.logits(ids, new_cache(model), keep=len(ids)), reference)
+        measured[name] = {"kl": round(kl, 6)}
+        if kl <= MAX_KL:
+            decoders[name] = decoder
+    if not decoders:
+        return FormatChoice("", "no format kept the model's next-token distribution", measured)
+    context = _Context(model, tokenizer)
+    k = 0 if drafter.kind == "none" else K_PROBE
+    runner = drafter if k else NoDrafter()
+    spent = {name: [0.0, 0] for name in decoders}
+    for rep in range(3):  # the first pass of each is a warm-up, untimed
+        for name, decoder in decoders.items():
+            progress(f"choosing the weight format: {name} speed ({rep + 1} of 3)…")
+            with lean_decoder.attached_as(model, decoder):
+                rounds = context.rounds(runner, k, ROUNDS)
+            if rep:
+                spent[name][0] += sum(r.draft_time_s + r.verify_time_s for r in rounds)
+                spent[name][1] += sum(r.tokens for r in rounds)
+    for name, (seconds, tokens) in spent.items():
+        measured[name]["tok_s"] = round(tokens / seconds, 1)
+    best = max(spent, key=lambda name: measured[name]["tok_s"])
+    what = "speculative" if k else "plain"
+    return FormatChoice(best, f"fastest {what} decoding of those within KL {MAX_KL}", measured)
+
+
+def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], None] = lambda _m: None,
+           forced: str | None = None) -> FormatChoice:
+    """Give `target` (a LoadedModel with float weights on the CPU) its lean decoder in
+    the remembered or measured format; the transformers model is then fp16-packed, as
+    the fallback for callers that run it directly (distill's batches, the bench's peers)."""
+    from specchat.engine import fp16_linear
+
+    model = target.model
+    why_not = lean_decoder.unsupported(model)
+    if why_not is not None:
+        choice = FormatChoice("", f"transformers' forward ({why_not})")
+    elif forced is not None:
+        choice = FormatChoice(forced, "asked for (--quant)")
+    else:
+        path, key = store_path(cache_dir, target.name), machine_key(drafter.name)
+        choice = remembered(path, key)
+        if choice is None:
+            choice = measure(model, target.tokenizer, drafter, progress)
+            if choice.format:
+                remember(path, key, choice)
+    if choice.format:
+        lean_decoder.attach(model, build(model, choice.format))
+        target.precision = choice.format
+    if fp16_linear.available():
+        fp16_linear.pack_fp16(model)
+        target.precision = target.precision if choice.format else "fp16-packed"
+    target.format_choice = choice
+    return choice

@@ -1,0 +1,208 @@
+"""The target's decoder computed without transformers' modules: the CPU fast path.
+
+Why: a decode step of the embedded target through transformers' modules costs
+~2,000 small operations (module calls, mask building, casts), about as much time
+as reading the weights. This decoder does what a Llama-family layer needs and
+nothing else: one fused QKV product, one fused gate/up product, rotary from the
+model's own rotary module (every rope type transformers knows), attention over the
+preallocated cache (cache.py) by sdpa, with keys shared by groups of heads rather
+than repeated.
+
+It covers the families whose layers are the Llama layer with optional QKV biases
+and optional per-head q/k norms (llama, mistral, qwen2, qwen3) when no layer has a
+sliding window; `unsupported(model)` says why another model keeps transformers'
+forward, which stays the loader and the fallback. The weights are read from the
+loaded model once; the linear layers are made by a `LinearFormat` (formats.py).
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specchat.engine.cache import KVCache
+from specchat.engine.windows import layer_windows
+
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def unsupported(model) -> str | None:
+    """Why the lean decoder cannot compute this model, or None when it can."""
+    config = model.config
+    kind = getattr(config, "model_type", "")
+    if kind not in FAMILIES:
+        return f"the lean decoder covers {', '.join(FAMILIES)}, not {kind}"
+    if any(window is not None for window in layer_windows(config).values()):
+        return "sliding-window layers"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act}"
+    if getattr(config, "mlp_bias", False):
+        return "biases in the MLP"
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return "tensor-parallel slicing (pretraining_tp)"
+    return None
+
+
+def _fused(*linears: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    weight = torch.cat([linear.weight.detach().float() for linear in linears])
+    biases = [linear.bias for linear in linears]
+    if all(bias is None for bias in biases):
+        return weight, None
+    return weight, torch.cat([(b.detach().float() if b is not None else weight.new_zeros(l.out_features))
+                              for b, l in zip(biases, linears)])
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def _seen(keys: torch.Tensor, values: torch.Tensor, seen: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys/values a query sees: the first `seen` positions (a view), or those indexed."""
+    if isinstance(seen, int):
+        return keys[:, :, :seen], values[:, :, :seen]
+    return keys[:, :, seen], values[:, :, seen]
+
+
+def exact_rows(mask: torch.Tensor) -> list[int | torch.Tensor]:
+    """Per query of a pass, the positions it sees (mask: True or 0 where it may look):
+    a count where that is a prefix of the cache (a causal verify pass), else the
+    indices (a drafted alternative: the prefix before it and itself)."""
+    seen = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+    seen = seen.reshape(seen.shape[-2], seen.shape[-1])
+    rows: list[int | torch.Tensor] = []
+    for row in seen:
+        count = int(row.sum())
+        rows.append(count if bool(row[:count].all()) else row.nonzero()[:, 0])
+    return rows
+
+
+class LeanLayer(nn.Module):
+    def __init__(self, layer, config, make_linear) -> None:
+        super().__init__()
+        attention, mlp = layer.self_attn, layer.mlp
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.scale = attention.scaling
+        self.qkv = make_linear(*_fused(attention.q_proj, attention.k_proj, attention.v_proj))
+        self.out = make_linear(*_fused(attention.o_proj))
+        self.gate_up = make_linear(*_fused(mlp.gate_proj, mlp.up_proj))
+        self.down = make_linear(*_fused(mlp.down_proj))
+        self.intermediate = mlp.gate_proj.out_features
+        self.norms = [(norm.weight.detach().float(), norm.variance_epsilon)
+                      for norm in (layer.input_layernorm, layer.post_attention_layernorm)]
+        # qwen3: an RMSNorm over each head's queries and keys before the rotation
+        self.qk_norms = [(norm.weight.detach().float(), norm.variance_epsilon)
+                         for norm in (getattr(attention, "q_norm", None), getattr(attention, "k_norm", None))
+                         if norm is not None]
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_layer,
+                mask: torch.Tensor | None, rows: list | None = None) -> torch.Tensor:
+        """rows: None for one attention call over the pass, else what each query sees
+        (exact_rows)."""
+        t, d, heads = x.shape[0], self.head_dim, self.heads
+        weight, eps = self.norms[0]
+        qkv = self.qkv(F.rms_norm(x, (x.shape[-1],), weight, eps)).view(t, -1, d)
+        qk, v = qkv[:, : heads + self.kv_heads], qkv[:, heads + self.kv_heads:]
+        if self.qk_norms:
+            (qw, qe), (kw, ke) = self.qk_norms
+            qk = torch.cat([F.rms_norm(qk[:, :heads], (d,), qw, qe), F.rms_norm(qk[:, heads:], (d,), kw, ke)], 1)
+        qk = _rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)  # queries and keys in one rotation
+        keys, values = cache_layer.update(qk[None, heads:], v.transpose(0, 1)[None])
+        gqa = self.kv_heads != heads
+        if rows is None:
+            attended = F.scaled_dot_product_attention(qk[None, :heads], keys, values, attn_mask=mask,
+                                                      scale=self.scale, enable_gqa=gqa)
+        else:  # each query alone over exactly the keys it sees, as a single step would run it
+            attended = torch.cat([F.scaled_dot_product_attention(
+                qk[None, :heads, row:row + 1], *_seen(keys, values, seen), scale=self.scale, enable_gqa=gqa)
+                for row, seen in enumerate(rows)], dim=2)
+        x = x + self.out(attended[0].transpose(0, 1).reshape(t, -1))
+        weight, eps = self.norms[1]
+        gate, up = self.gate_up(F.rms_norm(x, (x.shape[-1],), weight, eps)).split(self.intermediate, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+
+class LeanBody(nn.Module):
+    """Embedding → layers → final norm: the last hidden states [1, positions, hidden]
+    (what transformers' decoder returns as last_hidden_state; StateTap hooks this)."""
+
+    def __init__(self, model, make_linear) -> None:
+        super().__init__()
+        decoder = model.get_decoder()
+        self.embed = decoder.embed_tokens.weight.detach()
+        self.layers = nn.ModuleList(LeanLayer(layer, model.config, make_linear) for layer in decoder.layers)
+        self.norm = (decoder.norm.weight.detach().float(), decoder.norm.variance_epsilon)
+        self.rotary = decoder.rotary_emb
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
+                mask: torch.Tensor | None, rows: list | None = None) -> torch.Tensor:
+        x = F.embedding(input_ids, self.embed).float()
+        cos, sin = self.rotary(x[None], positions[None])
+        cos, sin = cos[0].float(), sin[0].float()
+        for layer, cache_layer in zip(self.layers, cache.layers):
+            x = layer(x, cos, sin, cache_layer, mask, rows)
+        weight, eps = self.norm
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)[None]
+
+
+class LeanDecoder(nn.Module):
+    """logits(token ids, cache, keep, positions, mask) for one sequence, as
+    forward.forward_logits asks of transformers' model."""
+
+    def __init__(self, model, make_linear, make_head=None, exact: bool = False) -> None:
+        super().__init__()
+        # exact: a pass whose every row is read (a verify pass) attends row by row, so
+        # each row's logits are bit for bit a single step's. Formats with bf16
+        # activations need it: sdpa over k + 1 queries sums in another order than over
+        # one (~1e-7 apart), bf16 rounding makes that ~1e-3, and greedy answers then
+        # left plain decoding about once in a few hundred tokens.
+        self.exact = exact
+        self.body = LeanBody(model, make_linear)
+        self.head = (make_head or make_linear)(*_fused(model.get_output_embeddings()))
+
+    @torch.inference_mode()
+    def logits(self, token_ids: list[int], cache: KVCache, keep: int,
+               position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        start, count = cache.length, len(token_ids)
+        positions = position_ids if position_ids is not None else torch.arange(start, start + count)
+        mask = attention_mask
+        if mask is None and count > 1:  # causal over the new block, after all that is held
+            mask = torch.ones(count, start + count, dtype=torch.bool).tril(start)
+        rows = exact_rows(mask) if self.exact and count > 1 and keep == count else None
+        cache.reserve(start + count)
+        hidden = self.body(torch.tensor(token_ids), cache, positions, mask, rows)[0]
+        return self.head(hidden[-keep:]) if keep else hidden[:0, :0]
+
+
+# The lean decoder computing each transformers model, where one does: forward.py asks
+# here before calling the model itself.
+_ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def attach(model, decoder: LeanDecoder | None) -> None:
+    if decoder is None:
+        _ATTACHED.pop(model, None)
+    else:
+        _ATTACHED[model] = decoder
+
+
+def attached(model) -> LeanDecoder | None:
+    return _ATTACHED.get(model)
+
+
+@contextmanager
+def attached_as(model, decoder: LeanDecoder | None):
+    """`decoder` computes `model` inside the block (a format being measured)."""
+    before = attached(model)
+    attach(model, decoder)
+    try:
+        yield
+    finally:
+        attach(model, before)

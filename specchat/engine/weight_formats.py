@@ -1,0 +1,129 @@
+"""The formats a linear layer's weights can take on the CPU, and what each needs.
+
+Every format here computes each output row from its own input row alone (checked
+bit for bit in tests/engine/test_weight_formats.py), so a verify pass over k + 1
+tokens gives the logits k + 1 single steps would: greedy speculation stays
+identical to plain decoding whatever the format.
+
+- fp32: plain weights, where no other format applies (Fp32Linear: row by row in
+  a verify pass).
+- fp16: fbgemm's fp16 GEMM (fp16_linear.py); fp32 arithmetic.
+- int8: one int8 per weight, one scale per output row (`_weight_int8pack_mm`),
+  bf16 activations.
+- int4: 4 bits per weight with a scale and an offset per group of 32 inputs
+  (`_weight_int4pack_mm_for_cpu`), bf16 activations. That is the GGUF Q4_1 layout:
+  a Q4_1 block's lowest weight is its offset and its highest offset + 15 scales,
+  so requantizing the dequantized file finds the same 4-bit codes.
+
+Which one is fastest depends on the CPU (memory bandwidth, AVX-512 or AVX2) and is
+measured at first load (format_choice.py).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specchat.engine.fp16_linear import Fp16PackedLinear
+from specchat.engine.fp16_linear import available as fp16_available
+
+GROUP = 32  # int4: inputs per scale/offset pair, as in GGUF's Q4 blocks
+MakeLinear = Callable[[torch.Tensor, "torch.Tensor | None"], nn.Module]
+
+
+class _BiasMixin:
+    def _finish(self, y: torch.Tensor) -> torch.Tensor:
+        y = y.float()
+        return y + self.bias if self.bias is not None else y
+
+
+class Int8Linear(_BiasMixin, nn.Module):
+    """y = x W^T + b, W as int8 with a per-row scale; x, y fp32 (bf16 inside)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        weight = weight.detach().float()
+        self.out_features, self.in_features = weight.shape
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+        self.codes = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.scale = scale.bfloat16()
+        self.bias = None if bias is None else bias.detach().float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._finish(torch.ops.aten._weight_int8pack_mm(x.bfloat16(), self.codes, self.scale))
+
+
+class Int4Linear(_BiasMixin, nn.Module):
+    """y = x W^T + b, W as 4-bit codes with a scale and offset per GROUP inputs."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        weight = weight.detach().float()
+        self.out_features, self.in_features = weight.shape
+        groups = weight.view(self.out_features, -1, GROUP)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        scale = ((high - low) / 15).clamp(min=1e-12)
+        codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.view_as(weight), 1)
+        # the kernel computes (code - 8) * scale + zero: zero = offset + 8 scales
+        self.scale_zero = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous().bfloat16()
+        self.bias = None if bias is None else bias.detach().float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._finish(torch.ops.aten._weight_int4pack_mm_for_cpu(x.bfloat16(), self.packed, GROUP,
+                                                                       self.scale_zero))
+
+
+class Fp32Linear(nn.Linear):
+    """Plain fp32 weights, for layers no other format takes. A BLAS product over a
+    few rows sums in another order than over one, so a verify pass's rows (up to
+    VERIFY_ROWS) are computed one by one, as single steps compute them."""
+
+    VERIFY_ROWS = 16
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__(weight.shape[1], weight.shape[0], bias=bias is not None)
+        self.weight.data = weight.detach().float().contiguous()
+        if bias is not None:
+            self.bias.data = bias.detach().float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if 1 < x.shape[0] <= self.VERIFY_ROWS:
+            return torch.cat([F.linear(row, self.weight, self.bias) for row in x.split(1)])
+        return F.linear(x, self.weight, self.bias)
+
+
+FORMATS: dict[str, MakeLinear] = {"fp16": Fp16PackedLinear, "int8": Int8Linear, "int4": Int4Linear,
+                                  "fp32": Fp32Linear}
+
+
+# Formats whose activations are rounded to bf16: a verify pass must attend row by
+# row to give single steps' logits bit for bit (lean_decoder.LeanDecoder, exact).
+BF16_ACTIVATIONS = frozenset({"int8", "int4"})
+
+
+def fits(name: str, in_features: int) -> bool:
+    """Whether a layer of this width can take the format (int4 groups must divide it)."""
+    return name != "int4" or in_features % GROUP == 0
+
+
+@lru_cache(maxsize=None)
+def available(name: str) -> bool:
+    """Whether this torch build and CPU run the format (tried on one small layer)."""
+    if name == "fp16":
+        return fp16_available()
+    try:
+        layer = FORMATS[name](torch.randn(16, 2 * GROUP), None)
+        return bool(torch.isfinite(layer(torch.ones(2, 2 * GROUP))).all())
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+def maker(name: str) -> MakeLinear:
+    """A factory for the format that falls back to fp32 for layers it cannot take."""
+    make = FORMATS[name]
+    return lambda weight, bias: make(weight, bias) if fits(name, weight.shape[1]) else Fp32Linear(weight, bias)

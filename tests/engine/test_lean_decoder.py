@@ -1,0 +1,128 @@
+"""The lean decoder (lean_decoder.py): transformers' logits for every family it
+covers, a verify pass bit for bit the single steps it replaces, and speculation on
+it lossless with every drafter kind, greedy and sampled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specchat.engine import format_choice, lean_decoder, weight_formats
+from specchat.engine.alternatives import forward_with_alternatives
+from specchat.engine.drafters import Alternative, ModelDrafter, NgramDrafter, NoDrafter
+from specchat.engine.forward import StateTap, forward_logits, new_cache
+from specchat.engine.sampling import SamplingSettings, logits_to_probs
+
+from .families import LEAN, build
+from .helpers import decode_once, total_variation, word_tokenizer
+
+VOCAB = 64
+GREEDY = SamplingSettings(temperature=0.0)
+PROMPT = [(7 * i + 3) % VOCAB for i in range(20)] * 2
+FORMATS = [name for name in ("fp16", "int4", "int8") if weight_formats.available(name)]
+
+
+def lean(model, name: str):
+    return format_choice.build(model, name)
+
+
+@pytest.mark.parametrize("family", LEAN)
+def test_fp32_lean_decoder_gives_transformers_logits(family):
+    model = build(family, VOCAB, window=None)
+    decoder = lean_decoder.LeanDecoder(model, weight_formats.maker("fp32"))
+    cache, reference_cache = new_cache(model), new_cache(model)
+    for piece in (PROMPT, [5], [6, 7, 8]):  # a prefill, a step, a pass of three after them
+        ours = decoder.logits(piece, cache, keep=len(piece))
+        theirs = forward_logits(model, reference_cache, piece, keep=len(piece))
+        assert torch.allclose(ours, theirs, atol=1e-4), family
+
+
+def test_families_it_does_not_cover_keep_transformers_forward():
+    assert "sliding-window" in lean_decoder.unsupported(build("mistral", VOCAB))
+    assert "gemma2" in lean_decoder.unsupported(build("gemma2", VOCAB))
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_a_verify_pass_is_bit_for_bit_the_single_steps(name):
+    model = build("llama", VOCAB, window=None)
+    decoder = lean(model, name)
+    cache = new_cache(model)
+    decoder.logits(PROMPT, cache, keep=1)
+    run = [9, 4, 33, 2, 60]
+    together = decoder.logits(run, cache, keep=len(run))
+    cache.truncate(len(PROMPT))
+    alone = torch.cat([decoder.logits([token], cache, keep=1) for token in run])
+    if decoder.exact:  # bf16 activations: bit for bit
+        assert torch.equal(together, alone)
+    else:  # fp16 weights, fp32 activations: sdpa's order of sums alone (~1e-7)
+        assert torch.allclose(together, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_an_alternative_row_is_bit_for_bit_the_step_after_it(name):
+    model = build("llama", VOCAB, window=None)
+    lean_decoder.attach(model, lean(model, name))
+    try:
+        cache = new_cache(model)
+        forward_logits(model, cache, PROMPT[:-1], keep=1)
+        # [last, d1, d2] and an alternative a to d2 (beside it, at the same position)
+        rows = forward_with_alternatives(model, cache, PROMPT[-1], [9, 4], [Alternative(1, 50, 0.2)])
+        cache.truncate(len(PROMPT) - 1)
+        steps = torch.cat([forward_logits(model, cache, [token], keep=1) for token in (PROMPT[-1], 9, 50)])
+        same = torch.equal if lean_decoder.attached(model).exact else lambda a, b: torch.allclose(a, b, atol=1e-5)
+        assert same(rows[:2], steps[:2]) and same(rows[3], steps[2])
+    finally:
+        lean_decoder.attach(model, None)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@pytest.mark.parametrize("family", LEAN)
+def test_greedy_speculation_on_it_is_plain_decoding_with_every_drafter(family, name):
+    target = build(family, VOCAB, seed=0, window=None)
+    lean_decoder.attach(target, lean(target, name))
+    tokenizer = word_tokenizer(VOCAB)
+    plain, _, _ = decode_once(target, tokenizer, NoDrafter(), PROMPT, k=0, new_tokens=24, sampling=GREEDY)
+    small_model = build(family, VOCAB, seed=5, layers=1, window=None)
+    lean_decoder.attach(small_model, lean(small_model, "fp16" if "fp16" in FORMATS else "fp32"))
+    small = ModelDrafter(small_model, name="small", vocab_size=VOCAB)
+    itself = ModelDrafter(target, name="self", vocab_size=VOCAB)
+    for drafter, spare in [(NgramDrafter(), 0), (small, 0), (small, 2), (itself, 0)]:
+        state, rounds, _ = decode_once(target, tokenizer, drafter, PROMPT, k=4, new_tokens=24,
+                                       sampling=GREEDY, spare=spare)
+        assert state.generated == plain.generated, f"{family}/{name}: {drafter.name} (spare {spare}) diverged"
+    assert all(t.accepted for r in rounds for t in r.drafted)  # the target drafting for itself
+
+
+@pytest.mark.parametrize("drafter_kind", ["model", "ngram"])
+def test_sampling_on_it_keeps_the_target_distribution(drafter_kind):
+    vocab, name = 12, FORMATS[-1]  # the format furthest from fp32 this build has
+    target = build("llama", vocab, seed=0, window=None)
+    decoder = lean(target, name)
+    lean_decoder.attach(target, decoder)
+    drafter = (ModelDrafter(build("llama", vocab, seed=7, layers=1, window=None), "small", vocab)
+               if drafter_kind == "model" else NgramDrafter())
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 1, 4]
+    settings = SamplingSettings(temperature=1.5)
+    with torch.inference_mode():  # the exact marginals, from the lean decoder's own logits
+        first_exact = logits_to_probs(decoder.logits(prompt, new_cache(target), keep=1)[-1], settings)
+        second_given = torch.stack([logits_to_probs(decoder.logits(prompt + [t], new_cache(target), keep=1)[-1],
+                                                    settings) for t in range(vocab)])
+    first, second = torch.zeros(vocab), torch.zeros(vocab)
+    generator = torch.Generator().manual_seed(99)
+    for _ in range(600):
+        state, _, _ = decode_once(target, word_tokenizer(vocab), drafter, prompt, k=2, new_tokens=2,
+                                  sampling=settings, generator=generator)
+        first[state.generated[0]] += 1
+        second[state.generated[1]] += 1
+    assert total_variation(first, first_exact) < 0.09  # sampling noise at n=600: ~0.05
+    assert total_variation(second, first_exact @ second_given) < 0.09
+
+
+def test_the_state_tap_reads_the_lean_decoders_hidden_states():
+    model = build("llama", VOCAB, window=None)
+    with torch.inference_mode():
+        expected = model.get_decoder()(torch.tensor([PROMPT])).last_hidden_state[0]
+    lean_decoder.attach(model, lean_decoder.LeanDecoder(model, weight_formats.maker("fp32")))
+    with StateTap(model) as tap:
+        forward_logits(model, new_cache(model), PROMPT, keep=1)
+    assert torch.allclose(tap.states(), expected, atol=1e-5)
