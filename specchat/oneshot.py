@@ -145,6 +145,7 @@ def result_json(start: TurnStart | None, end: TurnEnd) -> dict[str, Any]:
         "target": start.target if start else None,
         "drafter": start.drafter if start else None,
         "device": start.device if start else None,
+        "weights": start.weights if start else None,
         "stats": {
             "tokens": totals.tokens,
             "rounds": totals.rounds,
@@ -180,7 +181,8 @@ def stats_line(start: TurnStart | None, end: TurnEnd) -> str:
     if estimate is not None:
         parts.append(f"speedup ≈{estimate:.2f}× (estimate: plain step {1000 * start.plain_step_s:.1f} ms)")
     if start is not None:
-        parts += [start.device, f"target {start.target}", f"drafter {start.drafter}"]
+        device = f"{start.device} {start.weights}" if start.weights else start.device
+        parts += [device, f"target {start.target}", f"drafter {start.drafter}"]
     if end.finish_reason not in ("eos", "stop"):
         parts.append(f"finished: {end.finish_reason}")
     return " · ".join(parts)

@@ -50,6 +50,7 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
     from specchat.bench.peers import hf_peers
     from specchat.bench.report import build_report, render, table_console
     from specchat.bench.runner import run_bench, steps
+    from specchat.bench.step_profile import profile_step
     from specchat.engine.host import EngineHost
 
     cold = select(prompts, limit=first_turns) if first_turns else []
@@ -67,6 +68,7 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
             advance = lambda label: progress.update(task, advance=1, description=label)  # noqa: E731
             results = host.call(lambda: run_bench(target, drafter, prompts, settings, peers=peer_list,
                                                   on_step=advance, costs=session.costs))
+            step = host.call(lambda: profile_step(target))
             first = run_first_turns(config, cold, on_step=advance) if cold else []
     finally:
         host.close()
@@ -83,6 +85,7 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
         "warmup_plain_step_ms": 1000 * costs.plain_step_s if costs.plain_step_s else None,
         "warmup_verify_ms": {fed: 1000 * s for fed, s in costs.verify_s.items()},
     }, {p.key: p.label for p in peer_list})
+    report["step_profile"] = step
     if first:
         report["first_turn"] = summarize_first_turns(first)
     if as_json:
@@ -90,5 +93,8 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
     else:
         console = table_console(out)
         render(report, console)
+        console.print(f"Where a plain step goes ({step['context_tokens']} tokens of context, weights "
+                      f"{target.precision}, profiled {step['step_ms']:.1f} ms): weights {step['weights_ms']:.1f} ms · "
+                      f"attention {step['attention_ms']:.1f} ms · the rest {step['rest_ms']:.1f} ms")
         if first:
             render_first_turns(report["first_turn"], console)

@@ -84,6 +84,8 @@ class TurnStart:
     # The engine's measured plain step (a round drafting nothing, one token fed) when
     # the turn began: warm-up, then the conversation's plain rounds. None: unmeasured.
     plain_step_s: float | None = None
+    # How the target's weights are held ("int4", "fp16", "nf4", …; weight_formats.py).
+    weights: str = ""
 
 
 @dataclass

@@ -271,7 +271,8 @@ class ChatSession:
         reused = len(prompt) - 1 - fed
         s = self.settings
         return TurnStart(turn=turn, target=self.target.name, drafter=self.drafter.name,
-                         device=str(model.device), k=self._policy_for_turn().label(),
+                         device=str(model.device), weights=getattr(self.target, "precision", ""),
+                         k=self._policy_for_turn().label(),
                          temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                          repetition_penalty=s.repetition_penalty,
                          max_new_tokens=s.max_new_tokens, prompt_tokens=len(prompt),

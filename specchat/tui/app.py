@@ -55,6 +55,11 @@ STREAM_REPAINT_S = 0.25
 STREAM_GAUGES_S = 1.0
 
 
+
+def _device(start) -> str:
+    """The device and how the target's weights are held there ("cpu int4")."""
+    return f"{start.device} {start.weights}" if getattr(start, "weights", "") else start.device
+
 class SpecChatApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "specchat"
@@ -143,7 +148,7 @@ class SpecChatApp(App):
             self._set_status(f"replay · {self.source} · {len(self.transcript.answers)} turns")
             start = self._latest_start()
             if start:
-                self.info.target, self.info.drafter, self.info.device = start.target, start.drafter, start.device
+                self.info.target, self.info.drafter, self.info.device = start.target, start.drafter, _device(start)
             self.info.memory = "— (no model loaded)"
             views = self.query(AnswerView)
             if views:
@@ -181,7 +186,7 @@ class SpecChatApp(App):
                 self._mount_answer(answer, index)
             self._dirty.add(index)
         if isinstance(record, TurnStart):
-            self.info.target, self.info.drafter, self.info.device = record.target, record.drafter, record.device
+            self.info.target, self.info.drafter, self.info.device = record.target, record.drafter, _device(record)
         self._gauges_dirty = True
         return answer
 

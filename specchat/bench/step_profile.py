@@ -1,0 +1,55 @@
+"""Where a plain decoding step's time goes: the weights' products, attention, the rest.
+
+Measured with torch's profiler over a few plain steps after the warm-up text, on
+the engine's thread, the way the answers run (forward.forward_logits). Ops are
+classed by name: the linear kernels of every weight format read the weights;
+scaled_dot_product_attention reads the KV cache; everything else (norms, rotary,
+casts, copies, Python between ops) is the rest, the framework's share that a
+compiled or fused step would cut. The profiler adds a little to every op, so the
+total is a bit above an unprofiled step: read the shares, not the sum.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from specchat.engine.forward import forward_logits, new_cache
+
+WEIGHT_OPS = ("linear", "addmm", "aten::mm", "matmul", "_weight_int4pack_mm", "_weight_int8pack_mm",
+              "linear_dynamic_fp16", "gemm")
+ATTENTION_OPS = ("scaled_dot_product", "flash_attention")
+STEPS = 8
+
+
+def _kind(name: str) -> str | None:
+    if any(op in name for op in ATTENTION_OPS):
+        return "attention"
+    if any(op in name for op in WEIGHT_OPS):
+        return "weights"
+    return None
+
+
+def profile_step(target, context_tokens: int = 300) -> dict[str, float]:
+    """Milliseconds per plain step, by kind, at `context_tokens` of context."""
+    model = target.model
+    cache = new_cache(model)
+    with torch.inference_mode():
+        forward_logits(model, cache, [int(t) % 1000 + 100 for t in range(context_tokens)], keep=1)
+        forward_logits(model, cache, [42], keep=1)  # untimed
+        start = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(STEPS):
+                forward_logits(model, cache, [42], keep=1)
+        wall = (time.perf_counter() - start) / STEPS
+    spent = {"weights": 0.0, "attention": 0.0}
+    for event in prof.key_averages():
+        kind = _kind(event.key)
+        if kind is not None:
+            spent[kind] += event.self_cpu_time_total / 1000 / STEPS  # µs over all steps -> ms a step
+    total = 1000 * wall
+    return {"weights_ms": round(spent["weights"], 2), "attention_ms": round(spent["attention"], 2),
+            "rest_ms": round(max(0.0, total - spent["weights"] - spent["attention"]), 2),
+            "step_ms": round(total, 2), "context_tokens": context_tokens}
