@@ -62,8 +62,8 @@ def _quantization(device: str) -> tuple[bool, str]:
         return ok, how + (" (the default there)" if ok else "")
     from specchat.engine import fp16_linear
 
-    default = "fp16 (weights packed for fbgemm's fp16 GEMM)" if fp16_linear.available() else \
-        "none (this CPU lacks fbgemm's fp16 GEMM)"
+    default = ("measured at first load: int4 or fp16 (see docs/engine.md)" if fp16_linear.available() else
+               "none (this CPU lacks fbgemm's fp16 GEMM)")
     return ok, how + (" (with --quant 4bit|8bit)" if ok else "") + f"; the CPU default is {default}"
 
 

@@ -94,7 +94,7 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
         console = table_console(out)
         render(report, console)
         console.print(f"Where a plain step goes ({step['context_tokens']} tokens of context, weights "
-                      f"{target.precision}, profiled {step['step_ms']:.1f} ms): weights {step['weights_ms']:.1f} ms · "
+                      f"{target.precision}, {step['step_ms']:.1f} ms): weights {step['weights_ms']:.1f} ms · "
                       f"attention {step['attention_ms']:.1f} ms · the rest {step['rest_ms']:.1f} ms")
         if first:
             render_first_turns(report["first_turn"], console)

@@ -107,7 +107,7 @@ class LeanLayer(nn.Module):
         (exact_rows)."""
         t, d, heads = x.shape[0], self.head_dim, self.heads
         weight, eps = self.norms[0]
-        qkv = self.qkv(F.rms_norm(x, (x.shape[-1],), weight, eps)).view(t, -1, d)
+        qkv = self.qkv(F.rms_norm(x, (x.shape[-1],), weight, eps)).float().view(t, -1, d)
         qk, v = qkv[:, : heads + self.kv_heads], qkv[:, heads + self.kv_heads:]
         if self.qk_norms:
             (qw, qe), (kw, ke) = self.qk_norms
@@ -122,9 +122,9 @@ class LeanLayer(nn.Module):
             attended = torch.cat([F.scaled_dot_product_attention(
                 qk[None, :heads, row:row + 1], *_seen(keys, values, seen), scale=self.scale, enable_gqa=gqa)
                 for row, seen in enumerate(rows)], dim=2)
-        x = x + self.out(attended[0].transpose(0, 1).reshape(t, -1))
+        x = x + self.out(attended[0].transpose(0, 1).reshape(t, -1))  # a bf16 output promotes exactly
         weight, eps = self.norms[1]
-        gate, up = self.gate_up(F.rms_norm(x, (x.shape[-1],), weight, eps)).split(self.intermediate, dim=-1)
+        gate, up = self.gate_up(F.rms_norm(x, (x.shape[-1],), weight, eps)).float().split(self.intermediate, dim=-1)
         return x + self.down(F.silu(gate) * up)
 
 

@@ -37,12 +37,13 @@ MakeLinear = Callable[[torch.Tensor, "torch.Tensor | None"], nn.Module]
 
 class _BiasMixin:
     def _finish(self, y: torch.Tensor) -> torch.Tensor:
-        y = y.float()
-        return y + self.bias if self.bias is not None else y
+        """The kernel's bf16 output as it is (an fp32 residual add promotes it exactly,
+        one cast fewer), or fp32 with the bias added."""
+        return y.float() + self.bias if self.bias is not None else y
 
 
 class Int8Linear(_BiasMixin, nn.Module):
-    """y = x W^T + b, W as int8 with a per-row scale; x, y fp32 (bf16 inside)."""
+    """y = x W^T + b, W as int8 with a per-row scale; x fp32, y bf16 (fp32 with a bias)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()

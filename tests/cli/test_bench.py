@@ -102,7 +102,11 @@ def test_bench_json_on_a_two_prompt_file_has_every_field(cli, shared_model, tmp_
                  "--peers", "hf", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"overall", "categories", "peers", "settings", "first_turn"}
+    assert set(report) == {"overall", "categories", "peers", "settings", "first_turn", "step_profile"}
+    # Where a plain step goes, profiled on the engine's own path.
+    step = report["step_profile"]
+    assert step["weights_ms"] > 0 and step["attention_ms"] > 0 and step["step_ms"] > 0
+    assert step["weights_ms"] + step["attention_ms"] + step["rest_ms"] >= step["step_ms"] * 0.99
     # The first turn of each prompt (one per category by default) in fresh `specchat run`
     # processes, speculation off and on: the user's one-shot path.
     first = report["first_turn"]

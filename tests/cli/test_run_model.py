@@ -140,3 +140,19 @@ def test_bare_specchat_with_piped_stdin_is_one_shot_with_env_settings(cli, share
     result = json.loads(as_json.stdout)
     assert result["drafter"] == "none" and result["stats"]["tokens"] <= 3 and result["stats"]["drafted"] == 0
     assert streamed.stdout == result["text"]
+
+
+def test_the_default_cpu_path_runs_the_measured_format_and_answers_as_plain_decoding():
+    """The user's one-shot path end to end, in fresh processes: the weight format
+    measured at first load (or remembered), and the default drafter's answer equal to
+    plain decoding's in that format."""
+    def run(*args: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "specchat", "run", "--json", "--max-new-tokens", "24",
+                               *args, PROMPT], stdin=subprocess.DEVNULL, capture_output=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr.decode()
+        return json.loads(proc.stdout)
+
+    speculative = run()
+    assert speculative["drafter"] == "smoldraft" and speculative["weights"] in ("int4", "fp16")
+    plain = run("--drafter", "none", "--quant", speculative["weights"])
+    assert plain["weights"] == speculative["weights"] and plain["text"] == speculative["text"]
