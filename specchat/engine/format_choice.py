@@ -32,6 +32,7 @@ import torch
 from specchat.engine import lean_decoder, weight_formats
 from specchat.engine.drafters import Drafter, NoDrafter
 from specchat.engine.forward import forward_logits, new_cache
+from specchat.engine.warmup import WARMUP_TEXT, WarmupContext
 
 CANDIDATES = ("fp16", "int4", "int8")
 MAX_KL = 1e-3
@@ -106,8 +107,6 @@ def build(model, name: str) -> lean_decoder.LeanDecoder:
 
 def measure(model, tokenizer, drafter: Drafter, progress: Callable[[str], None] = lambda _m: None) -> FormatChoice:
     """Fidelity, then speed, of every available candidate on `model` (float weights)."""
-    from specchat.engine.warmup import WARMUP_TEXT, _Context
-
     ids = tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"]
     reference = forward_logits(model, new_cache(model), ids, keep=len(ids))
     measured: dict[str, dict[str, float]] = {}
@@ -123,7 +122,7 @@ def measure(model, tokenizer, drafter: Drafter, progress: Callable[[str], None] 
             decoders[name] = decoder
     if not decoders:
         return FormatChoice("", "no format kept the model's next-token distribution", measured)
-    context = _Context(model, tokenizer)
+    context = WarmupContext(model, tokenizer)
     k = 0 if drafter.kind == "none" else K_PROBE
     runner = drafter if k else NoDrafter()
     spent = {name: [0.0, 0] for name in decoders}

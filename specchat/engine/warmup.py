@@ -60,7 +60,7 @@ class _FixedRun:
         return Proposal(ids=[tokens[-1]] * k, p=[1.0] * k)
 
 
-class _Context:
+class WarmupContext:
     """The warm-up text in one target cache; each run of rounds starts from it again
     (prefill keeps the common prefix, so the text is read once)."""
 
@@ -92,7 +92,7 @@ def measure_costs(target, drafter: Drafter, *, max_k: int = 8, width: int = 1,
                   progress: Callable[[str], None] = lambda _m: None) -> StepCosts:
     """Time the passes the rule uses on `target` (a LoadedModel) and `drafter`.
     `width`: the widest pass alternatives may fill (alternatives.cheap_width)."""
-    context = _Context(target.model, target.tokenizer)
+    context = WarmupContext(target.model, target.tokenizer)
     costs = StepCosts()
     verify: dict[int, list[float]] = defaultdict(list)
     # Without a drafter only the plain step is ever run.
