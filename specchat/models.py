@@ -28,7 +28,6 @@ import torch
 
 from specchat import local_models
 from specchat.engine import fp16_linear, lean_decoder
-from specchat.engine.fp16_linear import Fp16PackedLinear
 from specchat.engine.drafters import Drafter, ModelDrafter, NgramDrafter, NoDrafter
 from specchat.engine.forward import output_vocab_size
 from specchat.engine.windows import UnservableModel, check_servable
@@ -213,6 +212,11 @@ def _quantization(quant: str, device: torch.device):
     if quant == "int4":
         if device.type != "cpu":
             raise ModelError("--quant int4 is the CPU path; on CUDA use 4bit")
+        from specchat.engine import weight_formats
+
+        if not weight_formats.available("int4"):
+            raise ModelError("--quant int4 needs torch's CPU int4 kernel, which this build or CPU lacks; "
+                             "use --quant fp16")
         return None, "int4"
     if quant == "fp16":
         if device.type != "cpu":
@@ -284,7 +288,9 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
         raise ModelError("--quant int4 is for a target (a drafter takes fp16 or none on the CPU)")
     if quant == "fp16" and pending is None:
         if lean_decoder.unsupported(model) is None:  # same logits as the packed model, bit for bit
-            lean_decoder.attach(model, lean_decoder.LeanDecoder(model, Fp16PackedLinear))
+            from specchat.engine import format_choice
+
+            lean_decoder.attach(model, format_choice.build(model, "fp16"))
         fp16_linear.pack_fp16(model)
     model.eval()
     return LoadedModel(spec=spec, name=name, model=model, tokenizer=tokenizer, device=device,
