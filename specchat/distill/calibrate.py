@@ -14,12 +14,12 @@ calibration.json; for the shipped drafter:
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 from typing import Callable
 
 from specchat.engine.calibration import Calibration, write_calibration
+from specchat.engine.machine import cpu_name
 
 PROMPTS = 80
 MAX_NEW_TOKENS = 64
@@ -71,19 +71,9 @@ def calibrate(directory: Path, target_spec: str = "embedded", count: int = PROMP
                    f"--calibration-tokens {max_new_tokens}",
         "target": {"spec": target_spec, "name": target.name, "precision": target.precision},
         "prompts": len(prompts), "max_new_tokens": max_new_tokens, "k": K, "alternatives": 0,
-        "cpu": _cpu_name(), "seconds": round(time.time() - started, 1),
+        "cpu": cpu_name(), "seconds": round(time.time() - started, 1),
     }
     path = write_calibration(directory, calibration, measured)
     rates = ", ".join(f"{r:.2f}" for r in calibration.to_dict()["rate"])
     log(f"wrote {path}: acceptance by p bucket (tenths, then copies) {rates}")
     return path
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -21,7 +21,6 @@ measurements; another machine (an AVX2 EPYC, an AMX Xeon) measures its own.
 from __future__ import annotations
 
 import json
-import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from specchat.engine import lean_decoder, weight_formats
 from specchat.engine.drafters import Drafter, NoDrafter
 from specchat.engine.forward import forward_logits, new_cache
+from specchat.engine.machine import cpu_name
 from specchat.engine.warmup import WARMUP_TEXT, WarmupContext
 
 CANDIDATES = ("fp16", "int4", "int8")
@@ -49,19 +49,8 @@ class FormatChoice:
 
 def machine_key(drafter_name: str) -> str:
     """What a measured choice depends on: the CPU, its vector unit, torch, threads, the drafter."""
-    cpu = _cpu_name()
-    return (f"{cpu} | {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__} | "
+    return (f"{cpu_name()} | {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__} | "
             f"{torch.get_num_threads()} threads | drafter {drafter_name}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def store_path(cache_dir: Path, model_name: str) -> Path:

@@ -49,10 +49,38 @@ def total_variation(counts: torch.Tensor, exact: torch.Tensor) -> float:
     return 0.5 * float((counts / counts.sum() - exact).abs().sum())
 
 
-def exact_two_token_marginals(model, prompt, settings):
-    """P(t1) and P(t2) under the target with the given sampling settings, enumerated."""
+def exact_two_token_marginals(model, prompt, settings, next_logits=None):
+    """P(t1) and P(t2) under the target with the given sampling settings, enumerated.
+    next_logits(ids) -> the logits after ids; default: transformers' forward of `model`
+    over the whole sequence, no cache."""
     with torch.inference_mode():
-        first = logits_to_probs(model(torch.tensor([prompt])).logits[0, -1], settings)
-        batch = torch.tensor([prompt + [t] for t in range(first.numel())])
-        second_given = logits_to_probs(model(batch).logits[:, -1], settings)
+        if next_logits is None:
+            first = logits_to_probs(model(torch.tensor([prompt])).logits[0, -1], settings)
+            batch = torch.tensor([prompt + [t] for t in range(first.numel())])
+            second_given = logits_to_probs(model(batch).logits[:, -1], settings)
+        else:
+            first = logits_to_probs(next_logits(prompt), settings)
+            second_given = torch.stack([logits_to_probs(next_logits(prompt + [t]), settings)
+                                        for t in range(first.numel())])
     return first, first @ second_given
+
+
+def sampled_marginals(target, drafter, tokenizer, prompt, settings, n, policy=None, lengths=None, pairs=None,
+                      new_tokens: int = 3, seed: int = 1234):
+    """Counts of the first and second generated token over n runs; `policy()` makes
+    each run's draft-length policy (else 2 drafts a round), `lengths` collects
+    how many drafts each first round verified, and `pairs` whether the second
+    token repeated the first."""
+    first = torch.zeros(target.config.vocab_size)
+    second = torch.zeros_like(first)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        state, rounds, _ = decode_once(target, tokenizer, drafter, prompt, k=2, new_tokens=new_tokens,
+                                       sampling=settings, generator=gen, policy=policy() if policy else None)
+        if lengths is not None:
+            lengths.append(len(rounds[0].drafted))
+        first[state.generated[0]] += 1
+        second[state.generated[1]] += 1
+        if pairs is not None:
+            pairs.append(state.generated[0] == state.generated[1])
+    return first, second

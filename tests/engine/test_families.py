@@ -25,7 +25,7 @@ from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRul
 from specchat.engine.windows import UnservableModel, check_servable
 
 from .families import FAMILIES, SLIDING, WINDOW, build
-from .helpers import decode_once, exact_two_token_marginals, total_variation, word_tokenizer
+from .helpers import decode_once, exact_two_token_marginals, sampled_marginals, total_variation, word_tokenizer
 
 VOCAB = 64
 GREEDY = SamplingSettings(temperature=0.0)
@@ -150,13 +150,7 @@ def test_sampling_keeps_the_target_distribution_past_the_window(family, drafter_
     prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 1, 4]  # longer than the window, with repeats for ngram
     settings = SamplingSettings(temperature=1.5)
     exact_first, exact_second = exact_two_token_marginals(target, prompt, settings)
-    first, second = torch.zeros(vocab), torch.zeros(vocab)
-    generator = torch.Generator().manual_seed(99)
-    for _ in range(600):
-        state, _, _ = decode_once(target, word_tokenizer(vocab), drafter, prompt, k=2, new_tokens=3,
-                                  sampling=settings, generator=generator)
-        first[state.generated[0]] += 1
-        second[state.generated[1]] += 1
+    first, second = sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 600, new_tokens=3, seed=99)
     # Sampling noise at n=600 over 12 tokens is ~0.05; a biased rule moves it further
     # (test_sampling_lossless shows the statistic catches one).
     assert total_variation(first, exact_first) < 0.09

@@ -14,7 +14,7 @@ from specchat.models import load_drafter
 
 from .helpers import decode_once, word_tokenizer
 from .test_greedy_lossless import PROMPTS, _prompt_ids
-from .test_sampling_lossless import _sampled_marginals, total_variation
+from .helpers import sampled_marginals, total_variation
 
 PENALTY = 1.3  # strong enough to change the embedded target's greedy answers
 NEW_TOKENS = 40
@@ -89,7 +89,7 @@ def test_sampling_keeps_the_penalised_targets_distribution(tiny_llama):
     assert plain_repeat - exact_repeat > 0.05  # what the penalty changes, and the test measures
     n, repeats = 1200, []
     settings = SamplingSettings(temperature=1.0, repetition_penalty=penalty)
-    first, second = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, n, pairs=repeats)
+    first, second = sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, n, pairs=repeats)
     bound = 0.07  # noise at n=1200 over 12 tokens is ~0.03
     assert total_variation(first, exact_first) < bound
     assert total_variation(second, exact_second) < bound

@@ -15,7 +15,7 @@ from specchat.engine.draft_length import AdaptiveK
 from specchat.engine.drafters import ModelDrafter
 from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
 
-from .helpers import decode_once, exact_two_token_marginals, total_variation, word_tokenizer
+from .helpers import exact_two_token_marginals, sampled_marginals, total_variation, word_tokenizer
 
 SAMPLE = SamplingSettings(temperature=1.0)
 
@@ -53,26 +53,6 @@ def test_accept_resample_rule_keeps_target_distribution():
     assert broken > bound, "the statistic must be able to catch a biased resampler"
 
 
-def _sampled_marginals(target, drafter, tokenizer, prompt, settings, n, policy=None, lengths=None, pairs=None):
-    """Counts of the first and second generated token over n runs; `policy()` makes
-    each run's draft-length policy (else 2 drafts a round), `lengths` collects
-    how many drafts each first round verified, and `pairs` whether the second
-    token repeated the first."""
-    first = torch.zeros(target.config.vocab_size)
-    second = torch.zeros_like(first)
-    gen = torch.Generator().manual_seed(1234)
-    for _ in range(n):
-        state, rounds, _ = decode_once(target, tokenizer, drafter, prompt, k=2, new_tokens=3,
-                                       sampling=settings, generator=gen, policy=policy() if policy else None)
-        if lengths is not None:
-            lengths.append(len(rounds[0].drafted))
-        first[state.generated[0]] += 1
-        second[state.generated[1]] += 1
-        if pairs is not None:
-            pairs.append(state.generated[0] == state.generated[1])
-    return first, second
-
-
 def test_speculative_loop_keeps_target_distribution(tiny_llama, monkeypatch):
     vocab = 12
     target, draft_model = tiny_llama(vocab, seed=0), tiny_llama(vocab, seed=7)
@@ -85,13 +65,13 @@ def test_speculative_loop_keeps_target_distribution(tiny_llama, monkeypatch):
     settings = SamplingSettings(temperature=1.5, top_k=8)
     exact_first, exact_second = exact_two_token_marginals(target, prompt, settings)
     n = 1200
-    first, second = _sampled_marginals(target, drafter, tokenizer, prompt, settings, n)
+    first, second = sampled_marginals(target, drafter, tokenizer, prompt, settings, n)
     bound = 0.07  # noise at n=1200 over 12 tokens is ~0.03
     assert total_variation(first, exact_first) < bound
     assert total_variation(second, exact_second) < bound
 
     monkeypatch.setattr("specchat.engine.speculative.verify", broken_verify)
-    first_b, second_b = _sampled_marginals(target, drafter, tokenizer, prompt, settings, n)
+    first_b, second_b = sampled_marginals(target, drafter, tokenizer, prompt, settings, n)
     broken = max(total_variation(first_b, exact_first), total_variation(second_b, exact_second))
     print(f"TV first={total_variation(first, exact_first):.3f} second={total_variation(second, exact_second):.3f} "
           f"broken={broken:.3f}; exact first={exact_first.tolist()}")
@@ -126,7 +106,7 @@ def test_a_draft_length_chosen_from_the_drafters_probabilities_keeps_the_distrib
     settings = SamplingSettings(temperature=1.5, top_k=8)
     exact_first, exact_second = exact_two_token_marginals(target, prompt, settings)
     lengths: list[int] = []
-    first, second = _sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 1200,
+    first, second = sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 1200,
                                        policy=_measured_policy, lengths=lengths)
     print("verified drafts per first round:", {n: lengths.count(n) for n in set(lengths)})
     assert {1, 2} <= set(lengths)  # the rule stopped some runs early
