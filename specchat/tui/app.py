@@ -5,9 +5,9 @@
 
 Threads: every torch call runs on the session's engine thread (engine/host.py):
 the factory loads and warms up there, and each turn's events come from there. A
-thread worker relays them as messages (one `EngineEvent` per engine event);
-handlers fold events into the `Transcript` and the autosave file and mark what
-changed; a timer repaints the changed widgets in batches, so a fast stream never
+thread worker relays them into an `EventInbox`; the repaint timer folds what
+waits there into the `Transcript` and the autosave file, one batch a tick, and
+marks what changed; a timer repaints the changed widgets in batches, so a fast stream never
 starves keyboard input.
 """
 
@@ -30,7 +30,8 @@ from specchat.engine.host import EngineHost
 
 from . import commands
 from .export import to_markdown
-from .messages import EngineEvent, EngineFailed, GenerationDone, LoadFailed, LoadProgress, SessionReady
+from .messages import EngineFailed, EventInbox, GenerationDone, LoadFailed, LoadProgress, SessionReady
+from .pacing import RepaintPacer
 from .persist import ConversationLog, TraceError, latest_conversation, load_transcript, read_records, record_to_json
 from .render import legend
 from .stats import compute
@@ -45,13 +46,8 @@ from .widgets.prompt import PromptInput
 # session_factory(progress) -> ChatSession; progress takes one-line loading messages.
 SessionFactory = Callable[[Callable[[str], None]], object]
 REPAINT_S = 1 / 15  # how often the timer looks for something to repaint
-# While an answer streams, the screen's own work competes with decoding for the CPU
-# (a 2-core machine's both cores run torch's threads): measured with plain decoding
-# on a 2-core Xeon, the chat screen decoded at 0.65x the same engine thread's speed
-# without a screen when it repainted at 15 Hz, 0.75x at 5 Hz, 0.86-0.97x at 2 Hz;
-# the gauges were about a third of it. So while streaming the answer repaints at
-# 4 Hz and the gauges once a second; everything repaints at once when it ends.
-STREAM_REPAINT_S = 0.25
+# While an answer streams, the answer repaints as often as pacing.py's CPU budget
+# allows and the gauges at most once a second; everything repaints when it ends.
 STREAM_GAUGES_S = 1.0
 
 
@@ -97,9 +93,12 @@ class SpecChatApp(App):
         self._resume_path = resume_path
         self._spec_drafter = None  # the drafter to restore on /spec on
         self.info = RunInfo(mode="replay" if self.replay else "live")
+        self._inbox = EventInbox()
+        self._mounted = 0  # answer views in the chat
         self._dirty: set[int] = set()  # answer indices to repaint
         self._gauges_dirty = True
-        self._painted_at = self._gauges_at = 0.0  # time.monotonic() of the last repaints
+        self._pacer = RepaintPacer()
+        self._gauges_at = 0.0  # time.monotonic() of the gauges' last repaint
         load = load_themes()
         self._theme_load = load
         for t in load.themes.values():
@@ -173,20 +172,29 @@ class SpecChatApp(App):
     # ---- records → transcript → widgets ---------------------------------------
 
     def _fold(self, record: Record, log: bool = True) -> Answer | None:
+        return self._fold_all([record], log)
+
+    def _fold_all(self, records: list[Record], log: bool = True) -> Answer | None:
+        """Fold records in order (saved with one write); returns the answer the last touched."""
+        if not records:
+            return None
         if log and self.log_file is not None:
             try:
-                self.log_file.append(record)
+                self.log_file.append(*records)
             except OSError as exc:  # keep chatting; say once that saving failed
                 self.notify(f"autosave failed: {exc}", severity="error")
                 self.log_file = None
-        answer = self.transcript.apply(record)
-        if answer is not None:
-            index = next(i for i, a in enumerate(self.transcript.answers) if a is answer)
-            if index >= len(self.query(AnswerView)):
-                self._mount_answer(answer, index)
-            self._dirty.add(index)
-        if isinstance(record, TurnStart):
-            self.info.target, self.info.drafter, self.info.device = record.target, record.drafter, _device(record)
+        answer = None
+        for record in records:
+            answer = self.transcript.apply(record)
+            if answer is not None:
+                index = next(i for i in range(len(self.transcript.answers) - 1, -1, -1)
+                             if self.transcript.answers[i] is answer)
+                if index >= self._mounted:  # counted, not queried: a DOM query per event cost ~1 ms
+                    self._mount_answer(answer, index)
+                self._dirty.add(index)
+            if isinstance(record, TurnStart):
+                self.info.target, self.info.drafter, self.info.device = record.target, record.drafter, _device(record)
         self._gauges_dirty = True
         return answer
 
@@ -196,22 +204,25 @@ class SpecChatApp(App):
         view.markdown = self.markdown_all and answer.done
         chat.mount(UserMessage(answer.user_text, self.prov_colors["user"]))
         chat.mount(view)
+        self._mounted += 1
 
     def _paint_dirty(self, now: bool = False) -> None:
-        """Repaint what changed; while an answer streams at most every
-        STREAM_REPAINT_S unless `now` (the user did something)."""
+        """Fold the engine's waiting events, then repaint what changed; while an
+        answer streams when the pacer says so, unless `now` (the user did something)."""
         # Not named _flush: textual's App._flush(stderr) serves its print capture, and
         # overriding it broke the printing of any error at exit.
+        self._fold_all(self._inbox.take())
         if not self._dirty and not self._gauges_dirty:
             return
         clock = time.monotonic()
-        if self.generating and not now and clock - self._painted_at < STREAM_REPAINT_S:
+        if self.generating and not now and not self._pacer.due(clock):
             return
-        self._painted_at = clock
         try:
             self._paint()
         except NoMatches:  # the repaint timer fired while the screen was being taken down
             pass
+        if self.generating and not now:
+            self._pacer.painted(time.monotonic())
 
     def _paint(self) -> None:
         chat = self.query_one(ChatView)
@@ -332,6 +343,8 @@ class SpecChatApp(App):
             self.notify("still answering: press Esc to stop first", severity="warning")
             return
         self.generating = True
+        self._pacer.start(time.monotonic())
+        self.query_one(PromptInput).cursor_blink = False  # each blink repaints; not while streaming
         self._fold(Prompt(text))  # saved before the engine starts: a typed prompt is never lost
         self._paint_dirty(now=True)
         self._generate(self.session, text)
@@ -341,16 +354,14 @@ class SpecChatApp(App):
         # Only relays: the events are made on the engine thread.
         try:
             for event in session.send(text):
-                self.post_message(EngineEvent(event))
+                self._inbox.put(event)
         except Exception as exc:  # send() should end turns itself; this is the safety net
             self.post_message(EngineFailed(f"{type(exc).__name__}: {exc}"))
         finally:
             self.post_message(GenerationDone())
 
-    def on_engine_event(self, message: EngineEvent) -> None:
-        self._fold(message.event)
-
     def on_engine_failed(self, message: EngineFailed) -> None:
+        self._fold_all(self._inbox.take())
         answer = self.transcript.current
         if answer is not None and not answer.done:
             answer.error = message.error
@@ -358,7 +369,9 @@ class SpecChatApp(App):
         self.notify(message.error, title="generation failed", severity="error")
 
     def on_generation_done(self, message: GenerationDone) -> None:
+        self._fold_all(self._inbox.take())  # the turn's last events
         self.generating = False
+        self.query_one(PromptInput).cursor_blink = True
         answer = self.transcript.current
         if answer is not None and not answer.done:  # the stream ended without TurnEnd
             answer.interrupted = True
@@ -495,6 +508,7 @@ class SpecChatApp(App):
         system = self.transcript.system_prompt
         self.transcript = Transcript()
         self.query_one(ChatView).remove_children()
+        self._mounted = 0
         self.query_one(Inspector).display = False
         self.query_one(Inspector).answer = None
         if system:

@@ -102,11 +102,12 @@ class ConversationLog:
             path = folder / f"{stamp}-{n}.jsonl"
         return cls(path)
 
-    def append(self, record: Record) -> None:
+    def append(self, *records: Record) -> None:
+        """Save records, flushed at once: a crash loses none that were folded in."""
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")
-        self._file.write(record_to_json(record) + "\n")
+        self._file.write("".join(record_to_json(record) + "\n" for record in records))
         self._file.flush()
 
     def close(self) -> None:

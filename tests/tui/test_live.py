@@ -14,7 +14,7 @@ from specchat.engine.drafters import NgramDrafter
 from specchat.engine.events import Round, TurnEnd, TurnStart
 from specchat.engine.session import ChatSession, GenerationSettings
 from specchat.tui.app import make_app
-from specchat.tui.messages import EngineEvent
+from specchat.tui.messages import SessionReady
 from specchat.tui.persist import latest_conversation, load_transcript
 from specchat.tui.render import safe
 from specchat.tui.themes import provenance_colors
@@ -57,11 +57,19 @@ async def ask(pilot, text: str) -> None:
 
 
 def recorder():
+    """The events the engine yields to the chat screen, recorded on the relay thread."""
     events = []
 
     def hook(message):
-        if isinstance(message, EngineEvent):
-            events.append(message.event)
+        if isinstance(message, SessionReady):
+            session = message.session
+            send = session.send
+
+            def recorded(text):
+                for event in send(text):
+                    events.append(event)
+                    yield event
+            session.send = recorded
     return events, hook
 
 
@@ -218,7 +226,8 @@ async def test_the_first_answer_shows_an_estimated_speedup_then_spec_off_a_measu
 
     # The gauges repaint once a second while streaming; a tiny model answers faster.
     monkeypatch.setattr("specchat.tui.app.STREAM_GAUGES_S", 0.0)
-    monkeypatch.setattr("specchat.tui.app.STREAM_REPAINT_S", 0.0)
+    monkeypatch.setattr("specchat.tui.pacing.MIN_S", 0.0)
+    monkeypatch.setattr("specchat.tui.pacing.BUDGET", 1e9)
     shown = []  # (answer finished?, estimate) at every repaint of the gauges
     real_show = Gauges.show
     monkeypatch.setattr(Gauges, "show", lambda self, values, info, colors: (

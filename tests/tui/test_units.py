@@ -49,6 +49,21 @@ def test_model_text_is_never_markup():
     assert safe("a\x1b[2Jb\rc\n") == "a\u241b[2Jb\u240dc\n"
 
 
+def test_a_streaming_answer_shows_the_same_text_and_colours_in_runs(trace_events):
+    t = Transcript()
+    for e in trace_events:
+        t.apply(e)
+    items = pieces(t.answers[-1], show_rejected=True)
+    full = answer_text(items, FALLBACK_PROVENANCE)
+    runs = answer_text(items, FALLBACK_PROVENANCE, streaming=True)
+    assert runs.plain == full.plain
+    assert len(runs.spans) < len(full.spans)  # one span per run of one kind
+
+    def colour_at(text, i):
+        return next(s.style.color for s in text.spans if s.start <= i < s.end)
+    assert all(colour_at(runs, i) == colour_at(full, i) for i in range(len(full.plain)))
+
+
 def test_stats_agree_with_engine_totals(trace_events):
     t = Transcript()
     for e in trace_events:

@@ -75,11 +75,13 @@ class AnswerView(Widget, can_focus=True):
         self.cursor: int | None = None
         self.items: list[Piece] = []
         self.rendered = Text()
+        self._header = Text()
 
     def compose(self) -> ComposeResult:
         yield Static(classes="answer-header")
         yield Static(classes="answer-body")
-        yield Markdown(classes="answer-markdown")
+        # No Markdown widget until the answer is first shown as Markdown: mounting one
+        # with every answer cost the UI thread ~0.3 s while the engine decoded.
 
     def redraw(self, colors: dict[str, str], show_rejected: bool) -> None:
         """Rebuild from the answer's rounds (called by the app's repaint timer)."""
@@ -87,7 +89,7 @@ class AnswerView(Widget, can_focus=True):
         self.items = pieces(a, show_rejected)
         if self.cursor is not None and self.cursor >= len(self.items):
             self.cursor = len(self.items) - 1 if self.items else None
-        text = answer_text(self.items, colors, self.cursor)
+        text = answer_text(self.items, colors, self.cursor, streaming=not a.done)
         if a.error or (a.end and a.end.error):
             text.append("\n" + safe(a.error or a.end.error or ""), Style(color=colors["rejected"]))
         self.rendered = text
@@ -102,14 +104,19 @@ class AnswerView(Widget, can_focus=True):
             header.append("  [markdown]", Style(dim=True))
         for note in a.notices:
             header.append(f"\nℹ {safe(note)}", Style(dim=True, italic=True))
-        self.query_one(".answer-header", Static).update(header)
+        if header != self._header:  # a Static update costs a layout pass; skip the same text
+            self._header = header
+            self.query_one(".answer-header", Static).update(header)
         body = self.query_one(".answer-body", Static)
-        md = self.query_one(".answer-markdown", Markdown)
         body.display = not self.markdown
-        md.display = self.markdown
-        if self.markdown:
-            md.update(a.text)
-        else:
+        markdowns = self.query(".answer-markdown")
+        if self.markdown and not markdowns:
+            self.mount(Markdown(a.text, classes="answer-markdown"))
+        for md in markdowns:
+            md.display = self.markdown
+            if self.markdown:
+                md.update(a.text)
+        if not self.markdown:
             body.update(text)
 
     def _move(self, new: int) -> None:
