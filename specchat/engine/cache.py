@@ -92,6 +92,8 @@ class PreallocatedLayer(CacheLayerMixin):
                ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if key_states.dtype != self.keys.dtype:  # another format computes the model now
+            self._allocate(key_states, value_states, self.capacity)
         start, end = self.length, self.length + key_states.shape[-2]
         self.reserve(end)
         self.keys[..., start:end, :] = key_states

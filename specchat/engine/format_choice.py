@@ -38,6 +38,9 @@ CANDIDATES = ("fp16", "int4", "int8")
 MAX_KL = 1e-3
 K_PROBE = 4
 ROUNDS = 10
+# Bumped when the lean decoder's arithmetic changes (2: a bf16 KV cache for the bf16
+# formats), so choices measured on the old one are measured again.
+DECODER_VERSION = 2
 
 
 @dataclass
@@ -50,7 +53,7 @@ class FormatChoice:
 def machine_key(drafter_name: str) -> str:
     """What a measured choice depends on: the CPU, its vector unit, torch, threads, the drafter."""
     return (f"{cpu_name()} | {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__} | "
-            f"{torch.get_num_threads()} threads | drafter {drafter_name}")
+            f"{torch.get_num_threads()} threads | drafter {drafter_name} | decoder {DECODER_VERSION}")
 
 
 def store_path(cache_dir: Path, model_name: str) -> Path:
@@ -90,8 +93,9 @@ def _kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
 def build(model, name: str) -> lean_decoder.LeanDecoder:
     """The lean decoder with its layers in format `name` and the output layer in fp16."""
     head = "fp16" if weight_formats.available("fp16") else "fp32"
-    return lean_decoder.LeanDecoder(model, weight_formats.maker(name), weight_formats.maker(head),
-                                    exact=name in weight_formats.BF16_ACTIVATIONS)
+    bf16 = name in weight_formats.BF16_ACTIVATIONS
+    return lean_decoder.LeanDecoder(model, weight_formats.maker(name), weight_formats.maker(head), exact=bf16,
+                                    kv_dtype=torch.bfloat16 if bf16 else torch.float32)
 
 
 def measure(model, tokenizer, drafter: Drafter, progress: Callable[[str], None] = lambda _m: None) -> FormatChoice:

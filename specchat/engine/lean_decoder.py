@@ -82,8 +82,9 @@ def exact_rows(mask: torch.Tensor) -> list[int | torch.Tensor]:
 
 
 class LeanLayer(nn.Module):
-    def __init__(self, layer, config, make_linear) -> None:
+    def __init__(self, layer, config, make_linear, kv_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
+        self.kv_dtype = kv_dtype
         attention, mlp = layer.self_attn, layer.mlp
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
@@ -113,6 +114,8 @@ class LeanLayer(nn.Module):
             (qw, qe), (kw, ke) = self.qk_norms
             qk = torch.cat([F.rms_norm(qk[:, :heads], (d,), qw, qe), F.rms_norm(qk[:, heads:], (d,), kw, ke)], 1)
         qk = _rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)  # queries and keys in one rotation
+        if self.kv_dtype != qk.dtype:  # queries too: sdpa takes one dtype
+            qk, v = qk.to(self.kv_dtype), v.to(self.kv_dtype)
         keys, values = cache_layer.update(qk[None, heads:], v.transpose(0, 1)[None])
         gqa = self.kv_heads != heads
         if rows is None:
@@ -132,11 +135,12 @@ class LeanBody(nn.Module):
     """Embedding → layers → final norm: the last hidden states [1, positions, hidden]
     (what transformers' decoder returns as last_hidden_state; StateTap hooks this)."""
 
-    def __init__(self, model, make_linear) -> None:
+    def __init__(self, model, make_linear, kv_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         decoder = model.get_decoder()
         self.embed = decoder.embed_tokens.weight.detach()
-        self.layers = nn.ModuleList(LeanLayer(layer, model.config, make_linear) for layer in decoder.layers)
+        self.layers = nn.ModuleList(LeanLayer(layer, model.config, make_linear, kv_dtype)
+                                    for layer in decoder.layers)
         self.norm = (decoder.norm.weight.detach().float(), decoder.norm.variance_epsilon)
         self.rotary = decoder.rotary_emb
 
@@ -155,15 +159,21 @@ class LeanDecoder(nn.Module):
     """logits(token ids, cache, keep, positions, mask) for one sequence, as
     forward.forward_logits asks of transformers' model."""
 
-    def __init__(self, model, make_linear, make_head=None, exact: bool = False) -> None:
+    def __init__(self, model, make_linear, make_head=None, exact: bool = False,
+                 kv_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         # exact: a pass whose every row is read (a verify pass) attends row by row, so
         # each row's logits are bit for bit a single step's. Formats with bf16
         # activations need it: sdpa over k + 1 queries sums in another order than over
         # one (~1e-7 apart), bf16 rounding makes that ~1e-3, and greedy answers then
         # left plain decoding about once in a few hundred tokens.
+        # kv_dtype: the cache's keys and values (and the attention's arithmetic). bf16
+        # for formats whose products take bf16 inputs anyway: the attention's output
+        # is rounded to bf16 by the next product, values come out of one in bf16, and
+        # after a long document the cache is read at every step (30 layers x 3,500
+        # positions: 160 MB in fp32, as much as the weights several times over).
         self.exact = exact
-        self.body = LeanBody(model, make_linear)
+        self.body = LeanBody(model, make_linear, kv_dtype)
         self.head = (make_head or make_linear)(*_fused(model.get_output_embeddings()))
 
     @torch.inference_mode()

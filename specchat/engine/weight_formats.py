@@ -93,6 +93,7 @@ class Fp32Linear(nn.Linear):
             self.bias.data = bias.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()  # a bf16 attention output, where the other layers are int4
         if 1 < x.shape[0] <= self.VERIFY_ROWS:
             return torch.cat([F.linear(row, self.weight, self.bias) for row in x.split(1)])
         return F.linear(x, self.weight, self.bias)

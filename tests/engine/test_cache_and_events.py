@@ -34,6 +34,17 @@ def test_caches_are_rolled_back_to_the_accepted_length(tiny_llama):
     assert drafter._cache.get_seq_length() == len(drafter._cached)
 
 
+def test_a_layer_written_in_another_dtype_keeps_what_it_holds():
+    from specchat.engine.cache import PreallocatedLayer
+
+    layer = PreallocatedLayer()
+    keys = torch.randn(1, 2, 5, 4)
+    layer.update(keys, keys + 1)
+    held, _ = layer.update(keys[..., :1, :].bfloat16(), keys[..., :1, :].bfloat16())  # another format now
+    assert held.dtype == torch.bfloat16 and held.shape[-2] == 6
+    assert torch.equal(held[..., :5, :], keys.bfloat16())
+
+
 def test_events_round_trip_through_json(embedded):
     session = ChatSession(embedded, NgramDrafter(), settings=GenerationSettings(max_new_tokens=20, k=3))
     events = list(session.send("Say ‘héllo wörld’ twice."))

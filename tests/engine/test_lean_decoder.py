@@ -52,6 +52,8 @@ def test_a_verify_pass_is_bit_for_bit_the_single_steps(name):
     together = decoder.logits(run, cache, keep=len(run))
     cache.truncate(len(PROMPT))
     alone = torch.cat([decoder.logits([token], cache, keep=1) for token in run])
+    # the bf16 formats keep keys and values in bf16 (the attention's inputs are bf16-rounded anyway)
+    assert cache.layers[0].keys.dtype == (torch.bfloat16 if decoder.exact else torch.float32)
     if decoder.exact:  # bf16 activations: bit for bit
         assert torch.equal(together, alone)
     else:  # fp16 weights, fp32 activations: sdpa's order of sums alone (~1e-7)
