@@ -43,14 +43,20 @@ def test_families_it_does_not_cover_keep_transformers_forward():
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_a_verify_pass_is_bit_for_bit_the_single_steps(name):
+@pytest.mark.parametrize("held", [len(PROMPT), lean_decoder.PAD - 2])  # the second pass straddles a padded length
+def test_a_verify_pass_is_bit_for_bit_the_single_steps(name, held):
     model = build("llama", VOCAB, window=None)
     decoder = lean(model, name)
     cache = new_cache(model)
-    decoder.logits(PROMPT, cache, keep=1)
+    prompt = (PROMPT * 2)[:held]
+    decoder.logits(prompt, cache, keep=1)
     run = [9, 4, 33, 2, 60]
+    if decoder.exact:
+        rows = [held + 1 + i for i in range(len(run))]
+        calls = lean_decoder.plan_rows(rows, torch.bfloat16)
+        assert len(calls) == len({lean_decoder._padded(count) for count in rows})  # one call per padded length
     together = decoder.logits(run, cache, keep=len(run))
-    cache.truncate(len(PROMPT))
+    cache.truncate(held)
     alone = torch.cat([decoder.logits([token], cache, keep=1) for token in run])
     # the bf16 formats keep keys and values in bf16 (the attention's inputs are bf16-rounded anyway)
     assert cache.layers[0].keys.dtype == (torch.bfloat16 if decoder.exact else torch.float32)
