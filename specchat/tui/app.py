@@ -7,8 +7,8 @@ Threads: every torch call runs on the session's engine thread (engine/host.py):
 the factory loads and warms up there, and each turn's events come from there. A
 thread worker relays them into an `EventInbox`; the repaint timer folds what
 waits there into the `Transcript` and the autosave file, one batch a tick, and
-marks what changed; a timer repaints the changed widgets in batches, so a fast stream never
-starves keyboard input.
+repaints the changed widgets (paced while streaming, tui/pacing.py), so a fast
+stream never starves keyboard input.
 """
 
 from __future__ import annotations

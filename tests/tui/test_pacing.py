@@ -12,8 +12,10 @@ class Clock:
         return self.cpu
 
 
-def run(pacer: RepaintPacer, clock: Clock, cost_per_paint: float, paints: int) -> None:
-    """Paint whenever due, each paint costing `cost_per_paint` CPU seconds."""
+def paced(cost_per_paint: float, paints: int) -> RepaintPacer:
+    """A pacer after `paints` repaints, each run when due and costing `cost_per_paint` CPU seconds."""
+    clock = Clock()
+    pacer = RepaintPacer(budget=0.04, cpu_clock=clock)
     now = 0.0
     pacer.start(now)
     for _ in range(paints):
@@ -21,28 +23,20 @@ def run(pacer: RepaintPacer, clock: Clock, cost_per_paint: float, paints: int) -
             now += 0.01
         clock.cpu += cost_per_paint
         pacer.painted(now)
+    return pacer
 
 
 def test_cheap_repaints_stay_at_the_smoothest_rate():
-    clock = Clock()
-    pacer = RepaintPacer(budget=0.04, cpu_clock=clock)
-    run(pacer, clock, cost_per_paint=0.002, paints=20)
-    assert pacer.interval == pacing.MIN_S
+    assert paced(cost_per_paint=0.002, paints=20).interval == pacing.MIN_S
 
 
 def test_costly_repaints_slow_down_to_fit_the_budget():
-    clock = Clock()
-    pacer = RepaintPacer(budget=0.04, cpu_clock=clock)
-    run(pacer, clock, cost_per_paint=0.02, paints=30)
     # 20 ms a repaint within 4% of a core: one every 0.5 s
-    assert abs(pacer.interval - 0.5) < 0.02
+    assert abs(paced(cost_per_paint=0.02, paints=30).interval - 0.5) < 0.02
 
 
 def test_the_slowest_rate_is_bounded():
-    clock = Clock()
-    pacer = RepaintPacer(budget=0.04, cpu_clock=clock)
-    run(pacer, clock, cost_per_paint=0.5, paints=10)
-    assert pacer.interval == pacing.MAX_S
+    assert paced(cost_per_paint=0.5, paints=10).interval == pacing.MAX_S
 
 
 def test_a_new_answer_measures_from_its_start():
