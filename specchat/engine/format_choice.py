@@ -28,19 +28,20 @@ from typing import Callable
 
 import torch
 
-from specchat.engine import lean_decoder, weight_formats
+from specchat.engine import cpu_kernels, lean_decoder, weight_formats
 from specchat.engine.drafters import Drafter, NoDrafter
 from specchat.engine.forward import forward_logits, new_cache
 from specchat.engine.machine import cpu_name
 from specchat.engine.warmup import WARMUP_TEXT, WarmupContext
 
-CANDIDATES = ("fp16", "int4", "int8")
+CANDIDATES = ("fp16", "int4", "int4-q8head", "int8")
 MAX_KL = 1e-3
 K_PROBE = 4
 ROUNDS = 10
 # Bumped when the lean decoder's arithmetic changes (2: a bf16 KV cache for the bf16
-# formats), so choices measured on the old one are measured again.
-DECODER_VERSION = 2
+# formats; 3: specchat's attention kernel for steps and verify passes, the q8_0 head),
+# so choices measured on the old one are measured again.
+DECODER_VERSION = 3
 
 
 @dataclass
@@ -91,8 +92,9 @@ def _kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def build(model, name: str) -> lean_decoder.LeanDecoder:
-    """The lean decoder with its layers in format `name` and the output layer in fp16."""
-    head = "fp16" if weight_formats.available("fp16") else "fp32"
+    """The lean decoder with its layers in format `name` and the output layer in the
+    format's own (weight_formats.HEADS), else fp16."""
+    head = weight_formats.HEADS.get(name) or ("fp16" if weight_formats.available("fp16") else "fp32")
     bf16 = name in weight_formats.BF16_ACTIVATIONS
     return lean_decoder.LeanDecoder(model, weight_formats.maker(name), weight_formats.maker(head), exact=bf16,
                                     kv_dtype=torch.bfloat16 if bf16 else torch.float32)
@@ -143,6 +145,9 @@ def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], 
 
     model = target.model
     why_not = lean_decoder.unsupported(model)
+    if why_not is None and not cpu_kernels.built():
+        progress("building specchat's CPU kernels for this machine (once, ~15 s)…")
+        cpu_kernels.why_unavailable()
     if why_not is not None:
         choice = FormatChoice("", f"transformers' forward ({why_not})")
     elif forced is not None:

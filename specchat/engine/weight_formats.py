@@ -14,6 +14,8 @@ identical to plain decoding whatever the format.
   (`_weight_int4pack_mm_for_cpu`), bf16 activations. That is the GGUF Q4_1 layout:
   a Q4_1 block's lowest weight is its offset and its highest offset + 15 scales,
   so requantizing the dequantized file finds the same 4-bit codes.
+- int4-q8head: int4 layers, and the output layer in q8_0, GGUF's 8-bit blocks,
+  against int8 activations, by specchat's own kernel (block_formats.py).
 
 Which one is fastest depends on the CPU (memory bandwidth, AVX-512 or AVX2) and is
 measured at first load (format_choice.py).
@@ -28,11 +30,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from specchat.engine import cpu_kernels
+from specchat.engine.block_formats import Q8_0Linear
 from specchat.engine.fp16_linear import Fp16PackedLinear
 from specchat.engine.fp16_linear import available as fp16_available
 
 GROUP = 32  # int4: inputs per scale/offset pair, as in GGUF's Q4 blocks
 MakeLinear = Callable[[torch.Tensor, "torch.Tensor | None"], nn.Module]
+
+
+def q4_1_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes 0..15 [out, in], scale [out, in / 32], offset [out, in / 32]) with
+    weight ≈ scale * code + offset: a Q4_1 block's lowest weight is its offset and its
+    highest offset + 15 scales, so a Q4_1 file's codes come back as they were."""
+    out_features = weight.shape[0]
+    groups = weight.detach().float().reshape(out_features, -1, GROUP)
+    low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+    scale = ((high - low) / 15).clamp(min=1e-12)
+    codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
+    return codes.view(out_features, -1), scale, low
 
 
 class _BiasMixin:
@@ -63,13 +79,9 @@ class Int4Linear(_BiasMixin, nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        weight = weight.detach().float()
         self.out_features, self.in_features = weight.shape
-        groups = weight.view(self.out_features, -1, GROUP)
-        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
-        scale = ((high - low) / 15).clamp(min=1e-12)
-        codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
-        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.view_as(weight), 1)
+        codes, scale, low = q4_1_blocks(weight)
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
         # the kernel computes (code - 8) * scale + zero: zero = offset + 8 scales
         self.scale_zero = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1).contiguous().bfloat16()
         self.bias = None if bias is None else bias.detach().float()
@@ -100,17 +112,20 @@ class Fp32Linear(nn.Linear):
 
 
 FORMATS: dict[str, MakeLinear] = {"fp16": Fp16PackedLinear, "int8": Int8Linear, "int4": Int4Linear,
-                                  "fp32": Fp32Linear}
+                                  "int4-q8head": Int4Linear, "q8_0": Q8_0Linear, "fp32": Fp32Linear}
+# The output layer's format for each layers' format that has its own (else fp16)
+HEADS = {"int4-q8head": "q8_0"}
 
 
-# Formats whose activations are rounded to bf16: a verify pass must attend row by
-# row to give single steps' logits bit for bit (lean_decoder.LeanDecoder, exact).
-BF16_ACTIVATIONS = frozenset({"int8", "int4"})
+# Formats whose activations are rounded to bf16 or coarser: a verify pass must attend
+# by exact rows to give single steps' logits bit for bit (lean_decoder.LeanDecoder, exact).
+BF16_ACTIVATIONS = frozenset({"int8", "int4", "int4-q8head"})
+_BLOCKED = frozenset({"int4", "int4-q8head", "q8_0"})  # weights in groups of GROUP inputs
 
 
 def fits(name: str, in_features: int) -> bool:
-    """Whether a layer of this width can take the format (int4 groups must divide it)."""
-    return name != "int4" or in_features % GROUP == 0
+    """Whether a layer of this width can take the format (groups must divide it)."""
+    return name not in _BLOCKED or in_features % GROUP == 0
 
 
 @lru_cache(maxsize=None)
@@ -118,6 +133,10 @@ def available(name: str) -> bool:
     """Whether this torch build and CPU run the format (tried on one small layer)."""
     if name == "fp16":
         return fp16_available()
+    if name in HEADS and not available(HEADS[name]):
+        return False
+    if name == "q8_0" and not cpu_kernels.available():
+        return False
     try:
         layer = FORMATS[name](torch.randn(16, 2 * GROUP), None)
         return bool(torch.isfinite(layer(torch.ones(2, 2 * GROUP))).all())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specchat.engine import format_choice, lean_decoder, weight_formats
+from specchat.engine import cpu_kernels, format_choice, lean_decoder, weight_formats
 from specchat.engine.alternatives import forward_with_alternatives
 from specchat.engine.drafters import Alternative, ModelDrafter, NgramDrafter, NoDrafter
 from specchat.engine.forward import StateTap, forward_logits, new_cache
@@ -19,7 +19,10 @@ from .helpers import decode_once, exact_two_token_marginals, sampled_marginals, 
 VOCAB = 64
 GREEDY = SamplingSettings(temperature=0.0)
 PROMPT = [(7 * i + 3) % VOCAB for i in range(20)] * 2
-FORMATS = [name for name in ("fp16", "int4", "int8") if weight_formats.available(name)]
+FORMATS = [name for name in ("fp16", "int4", "int4-q8head", "int8") if weight_formats.available(name)]
+# Attention for steps and verify passes: specchat's kernel where it builds, else sdpa
+# over padded rows (plan_rows) for the exact formats; both must be exact.
+ROW_KERNEL = [True, False] if cpu_kernels.available() else [False]
 
 
 def lean(model, name: str):
@@ -42,16 +45,18 @@ def test_families_it_does_not_cover_keep_transformers_forward():
     assert "gemma2" in lean_decoder.unsupported(build("gemma2", VOCAB))
 
 
+@pytest.mark.parametrize("kernel", ROW_KERNEL)
 @pytest.mark.parametrize("name", FORMATS)
 @pytest.mark.parametrize("held", [len(PROMPT), lean_decoder.PAD - 2])  # the second pass straddles a padded length
-def test_a_verify_pass_is_bit_for_bit_the_single_steps(name, held):
+def test_a_verify_pass_is_bit_for_bit_the_single_steps(name, held, kernel):
     model = build("llama", VOCAB, window=None)
     decoder = lean(model, name)
+    decoder.row_kernel = kernel
     cache = new_cache(model)
     prompt = (PROMPT * 2)[:held]
     decoder.logits(prompt, cache, keep=1)
     run = [9, 4, 33, 2, 60]
-    if decoder.exact:
+    if decoder.exact and not kernel:
         rows = [held + 1 + i for i in range(len(run))]
         calls = lean_decoder.plan_rows(rows, torch.bfloat16)
         assert len(calls) == len({lean_decoder._padded(count) for count in rows})  # one call per padded length
@@ -60,16 +65,18 @@ def test_a_verify_pass_is_bit_for_bit_the_single_steps(name, held):
     alone = torch.cat([decoder.logits([token], cache, keep=1) for token in run])
     # the bf16 formats keep keys and values in bf16 (the attention's inputs are bf16-rounded anyway)
     assert cache.layers[0].keys.dtype == (torch.bfloat16 if decoder.exact else torch.float32)
-    if decoder.exact:  # bf16 activations: bit for bit
+    if decoder.exact or kernel:  # bf16 activations, or each row computed alone: bit for bit
         assert torch.equal(together, alone)
     else:  # fp16 weights, fp32 activations: sdpa's order of sums alone (~1e-7)
         assert torch.allclose(together, alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", ROW_KERNEL)
 @pytest.mark.parametrize("name", FORMATS)
-def test_an_alternative_row_is_bit_for_bit_the_step_after_it(name):
+def test_an_alternative_row_is_bit_for_bit_the_step_after_it(name, kernel):
     model = build("llama", VOCAB, window=None)
     lean_decoder.attach(model, lean(model, name))
+    lean_decoder.attached(model).row_kernel = kernel
     try:
         cache = new_cache(model)
         forward_logits(model, cache, PROMPT[:-1], keep=1)
@@ -77,7 +84,8 @@ def test_an_alternative_row_is_bit_for_bit_the_step_after_it(name):
         rows = forward_with_alternatives(model, cache, PROMPT[-1], [9, 4], [Alternative(1, 50, 0.2)])
         cache.truncate(len(PROMPT) - 1)
         steps = torch.cat([forward_logits(model, cache, [token], keep=1) for token in (PROMPT[-1], 9, 50)])
-        same = torch.equal if lean_decoder.attached(model).exact else lambda a, b: torch.allclose(a, b, atol=1e-5)
+        exact = lean_decoder.attached(model).exact or kernel
+        same = torch.equal if exact else lambda a, b: torch.allclose(a, b, atol=1e-5)
         assert same(rows[:2], steps[:2]) and same(rows[3], steps[2])
     finally:
         lean_decoder.attach(model, None)

@@ -1,0 +1,68 @@
+"""specchat's CPU kernels (cpu_kernels.py): the attention of steps and verify passes
+against softmax attention written out, each row independent of the others; the
+Q8_0 product keeping a Q8_0 file's weights; and a failed build reported, not raised."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specchat.engine import cpu_kernels
+from specchat.engine.block_formats import GROUP, Q8_0Linear
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="specchat's CPU kernels did not build here")
+
+
+def _reference(q, keys, values, visible, scale):
+    group = q.shape[0] // keys.shape[0]
+    k = keys.float().repeat_interleave(group, 0)[:, : visible.shape[1]]
+    v = values.float().repeat_interleave(group, 0)[:, : visible.shape[1]]
+    scores = (q @ k.transpose(1, 2) * scale).masked_fill(~visible[None], float("-inf"))
+    return (scores.softmax(-1) @ v).transpose(0, 1).reshape(q.shape[1], -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [64, 24])  # the vector path (16 | d) and the generic one
+def test_attention_rows_are_softmax_attention_each_over_what_it_sees(dtype, head_dim):
+    torch.manual_seed(0)
+    heads, kv_heads, capacity, held, rows = 6, 2, 128, 70, 5
+    keys = torch.randn(kv_heads, capacity, head_dim).to(dtype)
+    values = torch.randn(kv_heads, capacity, head_dim).to(dtype)
+    q = torch.randn(heads, rows, head_dim)
+    visible = torch.ones(rows, held + rows, dtype=torch.bool).tril(held)
+    visible[3, held + 2] = False  # a drafted alternative: beside the row before it, not after it
+    out = torch.ops.specchat_cpu.attend_rows(q, keys, values, visible, 0.3)
+    assert torch.allclose(out, _reference(q, keys, values, visible, 0.3), atol=2e-6)
+    for row in range(rows):  # a row's result does not depend on the rows beside it
+        alone = torch.ops.specchat_cpu.attend_rows(q[:, row:row + 1].contiguous(), keys, values,
+                                                   visible[row:row + 1].contiguous(), 0.3)
+        assert torch.equal(alone, out[row:row + 1])
+
+
+def test_q8_0_finds_the_8_bit_codes_of_a_q8_0_file():
+    torch.manual_seed(1)
+    scale = torch.rand(64, 4, 1) * 0.01 + 0.001
+    codes = torch.randint(-127, 128, (64, 4, GROUP)).float()
+    codes[..., 0] = 127  # each block spans its scale, as llama.cpp's quantizer writes it
+    weights = (scale * codes).view(64, 4 * GROUP)
+    columns = Q8_0Linear(weights, None)(torch.eye(4 * GROUP))  # one-hot inputs are exact in int8
+    assert torch.allclose(columns.T, weights, rtol=1e-5, atol=1e-7)
+
+
+def test_a_layer_of_any_width_keeps_its_outputs():
+    torch.manual_seed(2)
+    weights, bias = torch.randn(7, GROUP), torch.randn(7)
+    layer = Q8_0Linear(weights, bias)  # outputs padded to tiles of four inside, cut off after
+    x = torch.randn(3, GROUP)
+    assert layer(x).shape == (3, 7)
+    assert torch.allclose(layer(x), x @ weights.T + bias, atol=0.1)  # int8 rounding of both sides
+
+
+def test_a_build_that_fails_is_a_reason_not_an_error(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(cpu_kernels, "_SOURCES", [broken])
+    monkeypatch.setattr(cpu_kernels, "built", lambda: False)
+    monkeypatch.setenv("SPECCHAT_CACHE_DIR", str(tmp_path / "cache"))
+    reason = cpu_kernels.why_unavailable.__wrapped__()
+    assert isinstance(reason, str) and reason
