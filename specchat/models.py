@@ -35,6 +35,9 @@ from specchat.local_models import COMPLETE_MARKER as _COMPLETE_MARKER
 from specchat.local_models import EMBEDDED_NAME, cache_root, converted_dir  # noqa: F401 - public here too
 from specchat.vocab_match import first_difference
 
+# The lean decoder's 4-bit CPU formats (engine/weight_formats.py): a target's only
+LEAN_4BIT = ("int4", "int4-q8head")
+
 Progress = Callable[[str], None]
 
 
@@ -209,15 +212,15 @@ def _quantization(quant: str, device: torch.device):
     """(transformers quantization config or None, precision label or None)."""
     if quant == "none":
         return None, None
-    if quant == "int4":
+    if quant in LEAN_4BIT:
         if device.type != "cpu":
-            raise ModelError("--quant int4 is the CPU path; on CUDA use 4bit")
+            raise ModelError(f"--quant {quant} is the CPU path; on CUDA use 4bit")
         from specchat.engine import weight_formats
 
-        if not weight_formats.available("int4"):
-            raise ModelError("--quant int4 needs torch's CPU int4 kernel, which this build or CPU lacks; "
-                             "use --quant fp16")
-        return None, "int4"
+        if not weight_formats.available(quant):
+            raise ModelError(f"--quant {quant} needs a CPU kernel this build or CPU lacks "
+                             "(torch's int4, or specchat's own, which need a C++ compiler); use --quant fp16")
+        return None, quant
     if quant == "fp16":
         if device.type != "cpu":
             raise ModelError("--quant fp16 is the CPU path (fbgemm); on CUDA use 4bit, 8bit or none")
@@ -248,7 +251,7 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
     source, name = _locate(spec, progress)
     asked, quant = quant, resolve_quant(quant, device)
     qconfig, precision = _quantization(quant, device)
-    if quant in ("fp16", "4bit", "int4"):
+    if quant in ("fp16", "4bit", *LEAN_4BIT):
         # Compact weights, fp32 arithmetic everywhere else (norms, attention, logits):
         # then a position's logits barely depend on how many tokens were fed with it,
         # so speculation gives the target's own greedy answer (README, Numerics).
@@ -278,14 +281,14 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
     if qconfig is None:
         model.to(device)
     pending = None
-    if quant in ("fp16", "int4") and lean:
+    if quant in ("fp16", *LEAN_4BIT) and lean:
         why_not = lean_decoder.unsupported(model)
         if why_not is None:  # float weights kept until settle_format builds the lean decoder
             pending = quant if asked else "auto"
-        elif quant == "int4":
-            raise ModelError(f"--quant int4 needs specchat's lean decoder, which cannot run {spec}: {why_not}")
-    elif quant == "int4":
-        raise ModelError("--quant int4 is for a target (a drafter takes fp16 or none on the CPU)")
+        elif quant in LEAN_4BIT:
+            raise ModelError(f"--quant {quant} needs specchat's lean decoder, which cannot run {spec}: {why_not}")
+    elif quant in LEAN_4BIT:
+        raise ModelError(f"--quant {quant} is for a target (a drafter takes fp16 or none on the CPU)")
     if quant == "fp16" and pending is None:
         if lean_decoder.unsupported(model) is None:  # same logits as the packed model, bit for bit
             from specchat.engine import format_choice
@@ -336,7 +339,7 @@ def trained_drafter_quant(quant: str | None, device: torch.device) -> str:
     on CUDA, fp16-packed on most CPUs); its own layers are small, so 8-bit is not
     worth a second code path and loads unquantized."""
     quant = resolve_quant(quant, device)
-    quant = "fp16" if quant == "int4" else quant  # int4 is the lean decoder's: a target's
+    quant = "fp16" if quant in LEAN_4BIT else quant  # int4 is the lean decoder's: a target's
     quant = quant if quant in ("4bit", "fp16") else "none"
     _quantization(quant, device)  # a clear error when it cannot run here
     return quant
@@ -383,7 +386,7 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
         drafter_model = target
     else:
         try:
-            drafter_quant = "fp16" if quant == "int4" else quant  # int4 is the lean decoder's: a target's
+            drafter_quant = "fp16" if quant in LEAN_4BIT else quant  # int4 is the lean decoder's: a target's
             drafter_model = _load(spec, target.device, drafter_quant, dtype or target.model.dtype,
                                   trust_remote_code, progress)
         except ModelNotFound as exc:  # most often a mistyped drafter name
