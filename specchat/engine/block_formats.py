@@ -20,29 +20,24 @@ from torch import nn
 
 from specchat.engine.cpu_kernels import why_unavailable
 
-GROUP = 32  # inputs per block, as in GGUF's Q8_0
-
-
+GROUP = 32  # inputs per block, as in GGUF's Q4_1 and Q8_0
 OUTS = 4  # outputs per tile (kernels/blockdot.cpp)
 
 
-def _as_bytes(values: torch.Tensor) -> torch.Tensor:
-    """fp32 [tiles, blocks, OUTS] as their bytes [tiles, blocks, 4 OUTS]."""
-    return values.float().contiguous().view(torch.uint8)
-
-
-def _tiles(codes: torch.Tensor, *per_block: torch.Tensor) -> torch.Tensor:
-    """codes uint8 [out, blocks, bytes], per_block fp32 [out, blocks] -> uint8
-    [out / OUTS, blocks, OUTS (bytes + 4 per value)]: per tile and block, the OUTS
-    outputs' codes, then each value of theirs (the layout the kernels stream)."""
+def _tiles(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """codes int8 [out, blocks, GROUP], scale fp32 [out, blocks] -> uint8 [out / OUTS,
+    blocks, OUTS (GROUP + 4)]: per tile and block, the OUTS outputs' codes, then their
+    scales' bytes (the one stream the kernel reads)."""
     out_features, blocks, width = codes.shape
-    grouped = codes.view(-1, OUTS, blocks, width).transpose(1, 2).reshape(-1, blocks, OUTS * width)
-    values = [_as_bytes(v.view(-1, OUTS, blocks).transpose(1, 2)) for v in per_block]
-    return torch.cat([grouped, *values], dim=-1).contiguous()
+    grouped = codes.view(torch.uint8).view(-1, OUTS, blocks, width).transpose(1, 2).reshape(-1, blocks, OUTS * width)
+    scales = scale.view(-1, OUTS, blocks).transpose(1, 2).contiguous().view(torch.uint8)
+    return torch.cat([grouped, scales], dim=-1).contiguous()
 
 
-class _BlockLinear(nn.Module):
-    """Outputs padded to a multiple of OUTS (zero weights), cut off after the product."""
+class Q8_0Linear(nn.Module):
+    """y = x W^T + b: W as Q8_0 blocks (int8 codes, a scale per 32 inputs), x int8 per
+    block; fp32 out. Outputs are padded to a multiple of OUTS with zero weights inside
+    and cut off after the product."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -51,27 +46,14 @@ class _BlockLinear(nn.Module):
             raise RuntimeError(f"specchat's block kernels are unavailable: {reason}")
         self.out_features, self.in_features = weight.shape
         self.bias = None if bias is None else bias.detach().float()
-        padding = -self.out_features % OUTS
-        self._padded = torch.cat([weight.detach().float(), weight.new_zeros(padding, self.in_features).float()])
-
-    def _finish(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        if y.shape[-1] != self.out_features:
-            y = y[:, : self.out_features]
-        y = y.view(*shape[:-1], self.out_features)
-        return y + self.bias if self.bias is not None else y
-
-
-class Q8_0Linear(_BlockLinear):
-    """y = x W^T + b: W as Q8_0 blocks (int8 codes, a scale per 32 inputs), x int8 per block."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__(weight, bias)
-        groups = self._padded.view(self._padded.shape[0], -1, GROUP)
+        weight = weight.detach().float()
+        padded = torch.cat([weight, weight.new_zeros(-self.out_features % OUTS, self.in_features)])
+        groups = padded.view(padded.shape[0], -1, GROUP)
         scale = (groups.abs().amax(dim=-1) / 127).clamp(min=1e-12)
         codes = (groups / scale[..., None]).round().clamp(-127, 127).to(torch.int8)
-        self.tiles = _tiles(codes.view(torch.uint8), scale)
-        del self._padded
+        self.tiles = _tiles(codes, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._finish(torch.ops.specchat_cpu.q8_0_mm(x.reshape(-1, self.in_features), self.tiles),
-                            x.shape)
+        y = torch.ops.specchat_cpu.q8_0_mm(x.reshape(-1, self.in_features), self.tiles)
+        y = y[:, : self.out_features].view(*x.shape[:-1], self.out_features)
+        return y + self.bias if self.bias is not None else y

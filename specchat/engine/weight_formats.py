@@ -30,12 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specchat.engine import cpu_kernels
-from specchat.engine.block_formats import Q8_0Linear
+from specchat.engine.block_formats import GROUP, Q8_0Linear
 from specchat.engine.fp16_linear import Fp16PackedLinear
 from specchat.engine.fp16_linear import available as fp16_available
 
-GROUP = 32  # int4: inputs per scale/offset pair, as in GGUF's Q4 blocks
 MakeLinear = Callable[[torch.Tensor, "torch.Tensor | None"], nn.Module]
 
 
@@ -134,8 +132,6 @@ def available(name: str) -> bool:
     if name == "fp16":
         return fp16_available()
     if name in HEADS and not available(HEADS[name]):
-        return False
-    if name == "q8_0" and not cpu_kernels.available():
         return False
     try:
         layer = FORMATS[name](torch.randn(16, 2 * GROUP), None)
