@@ -101,6 +101,16 @@ class PreallocatedLayer(CacheLayerMixin):
         self.length = end
         return self.filled()
 
+    def claim(self, positions: int, dtype: torch.dtype) -> int | None:
+        """For a kernel that writes keys and values into the buffers itself: the
+        position where `positions` more go, the length moved past them. None when the
+        buffers must first be made, grown or remade in another dtype (update does that)."""
+        if not self.is_initialized or self.keys.dtype != dtype or self.keys.shape[0] != 1 \
+                or self.length + positions > self.capacity:
+            return None
+        start, self.length = self.length, self.length + positions
+        return start
+
     def filled(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The keys and values of the positions held (views)."""
         return self.keys[..., : self.length, :], self.values[..., : self.length, :]

@@ -4,7 +4,10 @@ They register torch operators under `torch.ops.specchat_cpu`:
 - `q8_0_mm`: GGUF's 8-bit blocks against int8 activations
   (block_formats.py);
 - `attend_rows`: attention for the few query rows of a step or a verify pass
-  (lean_decoder.py).
+  (lean_decoder.py);
+- `rms_norm`, `rotate_into_cache`, `silu_mul`: the steps between a lean layer's
+  products, one operator each instead of a chain of torch's small ones
+  (kernels/glue.cpp).
 
 Compiled with this machine's vector unit (-march=native) into the user cache, once
 per CPU, torch and source; about 15 s on 2 cores. Where no C++ compiler or ninja is

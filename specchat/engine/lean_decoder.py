@@ -58,6 +58,19 @@ def _fused(*linears: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
                               for b, l in zip(biases, linears)])
 
 
+def _norm(x: torch.Tensor, norm: tuple[torch.Tensor, float], glue: bool, into=None) -> torch.Tensor:
+    """RMSNorm of rows x [t, hidden] fp32: specchat's kernel on the kernel path (in bf16
+    when the product `into` takes bf16: the same values its own cast would make), else torch's."""
+    weight, eps = norm
+    if glue:
+        return torch.ops.specchat_cpu.rms_norm(x, weight, eps, _takes_bf16(into))
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def _takes_bf16(linear) -> bool:
+    return getattr(linear, "takes_bf16", False)
+
+
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
@@ -183,20 +196,23 @@ class LeanLayer(nn.Module):
         positions] (`visible`) for specchat's attention kernel; else what each query
         sees (plan_rows)."""
         t, d, heads = x.shape[0], self.head_dim, self.heads
-        weight, eps = self.norms[0]
-        qkv = self.qkv(F.rms_norm(x, (x.shape[-1],), weight, eps)).float().view(t, -1, d)
+        glue = isinstance(rows, torch.Tensor)  # specchat's kernels: the attention's, and the steps between products
+        qkv = self.qkv(_norm(x, self.norms[0], glue, into=self.qkv))
+        if glue and not self.qk_norms:
+            start = cache_layer.claim(t, self.kv_dtype)
+            if start is not None:  # rotated queries; rotated keys and the values written to the cache
+                queries = torch.ops.specchat_cpu.rotate_into_cache(qkv, cos, sin, cache_layer.keys[0],
+                                                                   cache_layer.values[0], start, heads)
+                return self._attend_and_mlp(x, queries, cache_layer, rows)
+        qkv = qkv.float().view(t, -1, d)
         qk, v = qkv[:, : heads + self.kv_heads], qkv[:, heads + self.kv_heads:]
         if self.qk_norms:
             (qw, qe), (kw, ke) = self.qk_norms
             qk = torch.cat([F.rms_norm(qk[:, :heads], (d,), qw, qe), F.rms_norm(qk[:, heads:], (d,), kw, ke)], 1)
         qk = _rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)  # queries and keys in one rotation
-        if isinstance(rows, torch.Tensor):  # the kernel: fp32 queries, each row over what it sees
-            queries = qk[:heads].contiguous()
+        if glue:  # the kernel: fp32 queries, each row over what it sees
             cache_layer.update(qk[None, heads:].to(self.kv_dtype), v.transpose(0, 1)[None].to(self.kv_dtype))
-            attended = torch.ops.specchat_cpu.attend_rows(queries, cache_layer.keys[0], cache_layer.values[0],
-                                                          rows, self.scale)
-            x = x + self.out(attended)
-            return self._mlp(x)
+            return self._attend_and_mlp(x, qk[:heads].contiguous(), cache_layer, rows)
         if self.kv_dtype != qk.dtype:  # queries too: sdpa takes one dtype
             qk, v = qk.to(self.kv_dtype), v.to(self.kv_dtype)
         keys, values = cache_layer.update(qk[None, heads:], v.transpose(0, 1)[None])
@@ -209,9 +225,17 @@ class LeanLayer(nn.Module):
         x = x + self.out(attended[0].transpose(0, 1).reshape(t, -1))  # a bf16 output promotes exactly
         return self._mlp(x)
 
+    def _attend_and_mlp(self, x: torch.Tensor, queries: torch.Tensor, cache_layer, rows: torch.Tensor) -> torch.Tensor:
+        """The rest of a layer on specchat's kernels: queries [heads, t, d] fp32 over the
+        cache (these rows' keys and values in it), each row over what it sees."""
+        attended = torch.ops.specchat_cpu.attend_rows(queries, cache_layer.keys[0], cache_layer.values[0],
+                                                      rows, self.scale)
+        x = x + self.out(attended)
+        gate_up = self.gate_up(_norm(x, self.norms[1], glue=True, into=self.gate_up))
+        return x + self.down(torch.ops.specchat_cpu.silu_mul(gate_up, _takes_bf16(self.down)))
+
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        weight, eps = self.norms[1]
-        gate, up = self.gate_up(F.rms_norm(x, (x.shape[-1],), weight, eps)).float().split(self.intermediate, dim=-1)
+        gate, up = self.gate_up(_norm(x, self.norms[1], glue=False)).float().split(self.intermediate, dim=-1)
         return x + self.down(F.silu(gate) * up)
 
 
@@ -235,8 +259,7 @@ class LeanBody(nn.Module):
         cos, sin = cos[0].float(), sin[0].float()
         for layer, cache_layer in zip(self.layers, cache.layers):
             x = layer(x, cos, sin, cache_layer, mask, rows)
-        weight, eps = self.norm
-        return F.rms_norm(x, (x.shape[-1],), weight, eps)[None]
+        return _norm(x, self.norm, glue=isinstance(rows, torch.Tensor))[None]
 
 
 class LeanDecoder(nn.Module):

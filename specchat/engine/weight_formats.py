@@ -59,6 +59,8 @@ class _BiasMixin:
 class Int8Linear(_BiasMixin, nn.Module):
     """y = x W^T + b, W as int8 with a per-row scale; x fp32, y bf16 (fp32 with a bias)."""
 
+    takes_bf16 = True  # x is rounded to bf16 first: a caller may hand it over in bf16
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         weight = weight.detach().float()
@@ -74,6 +76,8 @@ class Int8Linear(_BiasMixin, nn.Module):
 
 class Int4Linear(_BiasMixin, nn.Module):
     """y = x W^T + b, W as 4-bit codes with a scale and offset per GROUP inputs."""
+
+    takes_bf16 = True  # x is rounded to bf16 first: a caller may hand it over in bf16
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
