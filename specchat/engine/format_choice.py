@@ -41,7 +41,7 @@ ROUNDS = 10
 # Bumped when the lean decoder's arithmetic changes (2: a bf16 KV cache for the bf16
 # formats; 3: specchat's attention kernel for steps and verify passes, the q8_0 head),
 # so choices measured on the old one are measured again.
-DECODER_VERSION = 3
+DECODER_VERSION = 4
 
 
 @dataclass
