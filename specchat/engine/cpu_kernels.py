@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 _SOURCES = sorted((Path(__file__).parent / "kernels").glob("*.cpp"))
+_HEADERS = sorted((Path(__file__).parent / "kernels").glob("*.h"))  # shared by the sources
 # -fopenmp: at::parallel_for then runs on torch's own OpenMP team (torch's libgomp,
 # already loaded, serves the library); without it every kernel runs on one core.
 # -ffp-contract=off: a sum is computed by the instructions written, the same in
@@ -36,7 +37,7 @@ def _build_directory() -> Path:
     from specchat.local_models import cache_root
 
     digest = hashlib.sha1(f"{cpu_name()}|{torch.__version__}|{' '.join(_FLAGS)}".encode())
-    for source in _SOURCES:
+    for source in _SOURCES + _HEADERS:  # a changed header rebuilds too
         digest.update(source.read_bytes())
     return cache_root() / "kernels" / digest.hexdigest()[:16]
 

@@ -22,21 +22,16 @@
 #include <limits>
 #include <vector>
 
+#include "scalar.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 namespace {
 
-constexpr int kLanes = 16;  // partial sums kept apart: vectorizable without reassociating
-
-inline float widen(float v) { return v; }
-inline float widen(c10::BFloat16 v) {
-  const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+using specchat_kernels::dot;
+using specchat_kernels::widen;
 
 // e^x for x <= 0 (scores less their maximum), vectorizable: 2^n times a polynomial
 // on [-ln2/2, ln2/2]; relative error ~2e-7, and below e^-87 it is 0.
@@ -57,22 +52,6 @@ void exp_nonpositive(float* x, int64_t count) {
     std::memcpy(&scale, &bits, sizeof scale);
     x[i] = x[i] <= -87.f ? 0.f : p * scale;
   }
-}
-
-// q . k over d, as kLanes partial sums reduced pairwise (every step vectorizes; a
-// serial sum of the partials was the kernel's bottleneck).
-template <typename T>
-float dot(const float* q, const T* k, int64_t d) {
-  float partial[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= d; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) partial[l] += q[i + l] * widen(k[i + l]);
-  }
-  for (; i < d; ++i) partial[i % kLanes] += q[i] * widen(k[i]);
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) partial[l] += partial[l + width];
-  }
-  return partial[0];
 }
 
 #if defined(__AVX512F__)

@@ -17,33 +17,18 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
+
+#include "scalar.h"
 
 namespace {
 
-constexpr int kLanes = 16;  // partial sums kept apart: vectorizable without reassociating
-
-inline float widen(float v) { return v; }
-inline float widen(c10::BFloat16 v) {
-  const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+using specchat_kernels::dot;
+using specchat_kernels::widen;
 
 template <typename T>
 void norm_row(const float* x, const float* weight, int64_t n, float eps, T* out) {
-  float partial[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) partial[l] += x[i + l] * x[i + l];
-  }
-  for (; i < n; ++i) partial[i % kLanes] += x[i] * x[i];
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) partial[l] += partial[l + width];
-  }
-  const float inverse = 1.f / std::sqrt(partial[0] / static_cast<float>(n) + eps);
+  const float inverse = 1.f / std::sqrt(dot(x, x, n) / static_cast<float>(n) + eps);
   // to bf16 (round to nearest even) as torch's cast of the fp32 result would
   for (int64_t e = 0; e < n; ++e) out[e] = static_cast<T>(x[e] * inverse * weight[e]);
 }
