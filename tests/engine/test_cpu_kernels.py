@@ -4,6 +4,8 @@ Q8_0 product keeping a Q8_0 file's weights; and a failed build reported, not rai
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -57,6 +59,40 @@ def test_a_row_depends_on_what_it_sees_not_where_it_sits_in_the_cache(dtype):
     compact = torch.ones(1, held + 1, dtype=torch.bool)
     assert torch.equal(torch.ops.specchat_cpu.attend_rows(q, keys, values, scattered, 0.3),
                        torch.ops.specchat_cpu.attend_rows(q, compact_keys, compact_values, compact, 0.3))
+
+
+def _has_avx2() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx2" in flags and " fma" in flags
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="needs a CPU with AVX2 and FMA")
+def test_the_avx2_build_attends_alike(tmp_path):
+    """The fleet's AVX2 EPYCs run the 8-lane path: built here with -march=haswell."""
+    from torch.utils import cpp_extension
+
+    source = Path(cpu_kernels.__file__).parent / "kernels" / "attend.cpp"
+    flags = [f for f in cpu_kernels._FLAGS if f != "-march=native"] + ["-march=haswell",
+                                                                       "-DSPECCHAT_LIBRARY=specchat_avx2_test"]
+    cpp_extension.load(name="specchat_avx2_test", sources=[str(source)], extra_cflags=flags,
+                       extra_ldflags=["-fopenmp"], build_directory=str(tmp_path), is_python_module=False,
+                       verbose=False)
+    attend = torch.ops.specchat_avx2_test.attend_rows
+    torch.manual_seed(4)
+    for dtype, head_dim, heads in [(torch.bfloat16, 64, 9), (torch.float32, 64, 9), (torch.bfloat16, 128, 21)]:
+        keys = torch.randn(3, 1024, head_dim).to(dtype)
+        values = torch.randn(3, 1024, head_dim).to(dtype)
+        q = torch.randn(heads, 4, head_dim)
+        visible = torch.ones(4, 604, dtype=torch.bool).tril(600)
+        visible[2, 601] = False
+        out = attend(q, keys, values, visible, 0.125)
+        assert torch.allclose(out, _reference(q, keys, values, visible, 0.125), atol=1e-5)
+        for row in range(4):
+            assert torch.equal(attend(q[:, row:row + 1].contiguous(), keys, values,
+                                      visible[row:row + 1].contiguous(), 0.125), out[row:row + 1])
 
 
 def test_q8_0_finds_the_8_bit_codes_of_a_q8_0_file():

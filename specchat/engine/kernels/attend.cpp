@@ -44,9 +44,9 @@ template <typename T>
 void attend_chunk(const float* q, const T* keys, const T* values, const int32_t* seen, int64_t count,
                   const Shape& s, float scale, float* pieces, std::vector<float>& scores) {
   scores.resize(s.group * kChunk);
-#if defined(__AVX512F__)
+#ifdef SPECCHAT_VECTOR_UNIT
   if (specchat_kernels::uses_vector_path(s.d)) {
-    specchat_kernels::chunk_avx512<T>(q, keys, values, seen, count, s.d, s.group, scale, pieces, scores.data());
+    specchat_kernels::chunk_vectors<T>(q, keys, values, seen, count, s.d, s.group, scale, pieces, scores.data());
     return;
   }
 #endif
@@ -136,8 +136,16 @@ at::Tensor attend_rows(const at::Tensor& q, const at::Tensor& keys, const at::Te
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(specchat_cpu, m) {
+// The operators' namespace: a test builds this file a second time for another vector
+// unit (-march=haswell on an AVX-512 machine) under a name of its own.
+#ifndef SPECCHAT_LIBRARY
+#define SPECCHAT_LIBRARY specchat_cpu
+#endif
+#define SPECCHAT_FRAGMENT(library, m) TORCH_LIBRARY_FRAGMENT(library, m)  // expands the name first
+#define SPECCHAT_IMPL(library, key, m) TORCH_LIBRARY_IMPL(library, key, m)
+
+SPECCHAT_FRAGMENT(SPECCHAT_LIBRARY, m) {
   m.def("attend_rows(Tensor q, Tensor keys, Tensor values, Tensor visible, float scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(specchat_cpu, CPU, m) { m.impl("attend_rows", &attend_rows); }
+SPECCHAT_IMPL(SPECCHAT_LIBRARY, CPU, m) { m.impl("attend_rows", &attend_rows); }
