@@ -44,9 +44,9 @@ K_PROBE = 2
 ROUNDS = 16
 # Bumped when the lean decoder's arithmetic changes (2: a bf16 KV cache for the bf16
 # formats; 3: specchat's attention kernel for steps and verify passes, the q8_0 head;
-# 4: the glue kernels; 5: probe rounds of K_PROBE 2), so choices measured on the old
-# one are measured again.
-DECODER_VERSION = 5
+# 4: the glue kernels; 5: probe rounds of K_PROBE 2; 6: attention by kv-head group and
+# chunk, silu by the vector unit), so choices measured on the old one are measured again.
+DECODER_VERSION = 6
 
 
 @dataclass

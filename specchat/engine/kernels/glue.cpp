@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "scalar.h"
+#include "vector_unit.h"
 
 namespace {
 
@@ -130,15 +131,29 @@ at::Tensor rotate_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const
   return queries;
 }
 
+// A row's silu(gate) * up in fp32: by the vector unit where there is one (std::exp
+// was ~6 us a call, 0.2 ms a step), the scalar formula for what is left over
+template <typename T>
+void silu_mul_row(const T* gate, const T* up, int64_t inner, float* out) {
+  int64_t e = 0;
+#ifdef SPECCHAT_VECTOR_UNIT
+  using V = specchat_kernels::VectorUnit;
+  for (; e + V::kLanes <= inner; e += V::kLanes)
+    V::store(out + e, V::mul(specchat_kernels::silu(V::widened(gate + e)), V::widened(up + e)));
+#endif
+  for (; e < inner; ++e) {
+    const float g = widen(gate[e]);
+    out[e] = g / (1.f + std::exp(-g)) * widen(up[e]);
+  }
+}
+
 template <typename T, typename O>
 void silu_mul_all(const T* x, int64_t rows, int64_t inner, O* out) {
+  std::vector<float> row(inner);
   for (int64_t r = 0; r < rows; ++r) {
     const T* gate = x + r * 2 * inner;
-    const T* up = gate + inner;
-    for (int64_t e = 0; e < inner; ++e) {
-      const float g = widen(gate[e]);
-      out[r * inner + e] = static_cast<O>(g / (1.f + std::exp(-g)) * widen(up[e]));
-    }
+    silu_mul_row(gate, gate + inner, inner, row.data());
+    for (int64_t e = 0; e < inner; ++e) out[r * inner + e] = static_cast<O>(row[e]);  // bf16: as torch casts
   }
 }
 

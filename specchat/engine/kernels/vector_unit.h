@@ -61,6 +61,17 @@ struct VectorUnit {
     return _mm512_add_ps(_mm512_shuffle_f32x4(halves[0], halves[1], 0x88),
                          _mm512_shuffle_f32x4(halves[0], halves[1], 0xDD));
   }
+  static Reg div(Reg a, Reg b) { return _mm512_div_ps(a, b); }
+  static Reg minus_abs(Reg v) { return _mm512_or_ps(v, set1(-0.f)); }  // -|v|
+  static Reg where_nonnegative(Reg v, Reg yes, Reg no) {  // yes where v >= 0, else no
+    return _mm512_mask_mov_ps(no, _mm512_cmp_ps_mask(v, zero(), _CMP_GE_OQ), yes);
+  }
+  // kLanes elements as fp32, in order
+  static Reg widened(const float* p) { return _mm512_loadu_ps(p); }
+  static Reg widened(const c10::BFloat16* p) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+  }
   static Reg exp2_int(Reg n) { return _mm512_scalef_ps(set1(1.f), n); }  // 2^n, n an integer
   static Reg round(Reg v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 };
@@ -109,6 +120,16 @@ struct VectorUnit {
     const __m256 high = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
     return _mm256_add_ps(_mm256_permute2f128_ps(low, high, 0x20), _mm256_permute2f128_ps(low, high, 0x31));
   }
+  static Reg div(Reg a, Reg b) { return _mm256_div_ps(a, b); }
+  static Reg minus_abs(Reg v) { return _mm256_or_ps(v, set1(-0.f)); }
+  static Reg where_nonnegative(Reg v, Reg yes, Reg no) {
+    return _mm256_blendv_ps(no, yes, _mm256_cmp_ps(v, zero(), _CMP_GE_OQ));
+  }
+  static Reg widened(const float* p) { return _mm256_loadu_ps(p); }
+  static Reg widened(const c10::BFloat16* p) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+  }
   static Reg exp2_int(Reg n) {  // n >= -126 here (exp clamps its argument)
     const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_castsi256_ps(bits);
@@ -137,6 +158,15 @@ inline VectorUnit::Reg exp_nonpositive(VectorUnit::Reg x) {
   p = V::fma(p, r, V::set1(1.f));
   p = V::fma(p, r, V::set1(1.f));
   return V::mul(p, V::exp2_int(n));
+}
+
+// silu(g) = g * sigmoid(g), sigmoid from t = e^-|g| <= 1: 1 / (1 + t) for g >= 0, else
+// t / (1 + t) (no e^x of a large x to overflow)
+inline VectorUnit::Reg silu(VectorUnit::Reg g) {
+  using V = VectorUnit;
+  const V::Reg t = exp_nonpositive(V::minus_abs(g));
+  const V::Reg one = V::set1(1.f);
+  return V::mul(g, V::div(V::where_nonnegative(g, one, t), V::add(one, t)));
 }
 #endif
 
