@@ -173,7 +173,7 @@ SeedOpt = Annotated[Optional[int], _opt("--seed", "Seed for sampling.")]
 MaxNewOpt = Annotated[Optional[int], _opt("--max-new-tokens", "Longest answer, in tokens.", _D.max_new_tokens)]
 DeviceOpt = Annotated[Optional[str], _opt("--device", "", _D.device, metavar="|".join(DEVICES))]
 QuantOpt = Annotated[Optional[str], _opt(
-    "--quant", "Weight quantization.", "4bit on CUDA, measured on CPU (int4, int4-q8head or fp16)", metavar="|".join(QUANTS))]
+    "--quant", "Weight quantization.", "4bit on CUDA, measured on CPU (q4_1, int4, int4-q8head or fp16)", metavar="|".join(QUANTS))]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 
 

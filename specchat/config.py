@@ -27,7 +27,7 @@ ENV_PREFIX = "SPECCHAT_"
 CONFIG_ENV = "SPECCHAT_CONFIG"  # path of the config file, overriding the user config dir
 
 DEVICES = ("auto", "cuda", "cpu")
-QUANTS = ("4bit", "8bit", "int4", "int4-q8head", "fp16", "none")
+QUANTS = ("4bit", "8bit", "int4", "int4-q8head", "q4_1", "fp16", "none")
 
 
 class ConfigError(ValueError):

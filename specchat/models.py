@@ -36,7 +36,7 @@ from specchat.local_models import EMBEDDED_NAME, cache_root, converted_dir  # no
 from specchat.vocab_match import first_difference
 
 # The lean decoder's 4-bit CPU formats (engine/weight_formats.py): a target's only
-LEAN_4BIT = ("int4", "int4-q8head")
+LEAN_4BIT = ("int4", "int4-q8head", "q4_1")
 
 Progress = Callable[[str], None]
 

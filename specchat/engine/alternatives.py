@@ -48,7 +48,7 @@ def cheap_width(device: torch.device, precision: str) -> int:
     weighs each alternative by the measured pass costs; this is only the cap."""
     if device.type == "cuda":
         return 8
-    return {"fp16-packed": 6, "fp16": 6, "int4": 4, "int4-q8head": 4, "int8": 4}.get(precision, 1)
+    return {"fp16-packed": 6, "fp16": 6, "int4": 4, "int4-q8head": 4, "q4_1": 4, "int8": 4}.get(precision, 1)
 
 
 def spare_for(k: int, requested: int | None, width: int) -> int:

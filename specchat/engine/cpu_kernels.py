@@ -1,8 +1,8 @@
 """specchat's own CPU kernels (kernels/*.cpp), built for this machine on first use.
 
 They register torch operators under `torch.ops.specchat_cpu`:
-- `q8_0_mm`: GGUF's 8-bit blocks against int8 activations
-  (block_formats.py);
+- `q8_0_mm`, `q4_1_mm`: GGUF's 8-bit and 4-bit blocks against activations as
+  two int8 codes per block, the weights read once per pass (block_formats.py);
 - `attend_rows`: attention for the few query rows of a step or a verify pass
   (lean_decoder.py);
 - `rms_norm`, `rotate_into_cache`, `silu_mul`: the steps between a lean layer's

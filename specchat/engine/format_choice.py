@@ -6,9 +6,11 @@ Two measurements, on the warm-up text (warmup.WARMUP_TEXT):
 1. Fidelity. A format is a candidate only if its next-token distribution stays
    within MAX_KL (mean KL, nats) of the model's own float weights on every position
    of the text. The embedded GGUF is 4-bit (Q4_1), so int4 reproduces it (KL ~3e-4,
-   bf16 activations); requantizing those weights to int8 per row does not (~7e-3),
-   nor does int4 on an fp16 hub model. The output layer is always fp16: in 4 or 8
-   bits per row it changed one next token in 20.
+   bf16 activations) and q4_1 more closely (~2e-5, activations as two int8 codes,
+   a bf16 KV cache); requantizing those weights to int8 per row does not (~3e-3),
+   nor does int4 on an fp16 hub model. The output layer is fp16, or the file's own
+   Q8_0 blocks (int4-q8head, q4_1): in 4 or 8 bits per row it changed one next token
+   in 20.
 2. Speed: speculative tokens/s with the session's drafter (rounds of K_PROBE drafts,
    as the chat loop runs them), or the plain step's tokens/s without one. Formats
    alternate, twice each, so drift does not favour one.
@@ -34,7 +36,7 @@ from specchat.engine.forward import forward_logits, new_cache
 from specchat.engine.machine import cpu_name
 from specchat.engine.warmup import WARMUP_TEXT, WarmupContext
 
-CANDIDATES = ("fp16", "int4", "int4-q8head", "int8")
+CANDIDATES = ("fp16", "int4", "int4-q8head", "q4_1", "int8")
 MAX_KL = 1e-3
 # Drafts a probe round verifies: what the k auto rule mostly verifies. At 4 (five rows
 # a pass) the int4 formats, whose products take rows four at a time, paid a jump the
@@ -45,8 +47,10 @@ ROUNDS = 16
 # Bumped when the lean decoder's arithmetic changes (2: a bf16 KV cache for the bf16
 # formats; 3: specchat's attention kernel for steps and verify passes, the q8_0 head;
 # 4: the glue kernels; 5: probe rounds of K_PROBE 2; 6: attention by kv-head group and
-# chunk, silu by the vector unit), so choices measured on the old one are measured again.
-DECODER_VERSION = 6
+# chunk, silu by the vector unit; 7: the q4_1 format, the q8_0 head by tiles of sixteen
+# outputs against two int8 codes an input), so choices measured on the old one are
+# measured again.
+DECODER_VERSION = 7
 
 
 @dataclass
@@ -100,7 +104,7 @@ def build(model, name: str) -> lean_decoder.LeanDecoder:
     """The lean decoder with its layers in format `name` and the output layer in the
     format's own (weight_formats.HEADS), else fp16."""
     head = weight_formats.HEADS.get(name) or ("fp16" if weight_formats.available("fp16") else "fp32")
-    bf16 = name in weight_formats.BF16_ACTIVATIONS
+    bf16 = name in weight_formats.BF16_CACHE
     return lean_decoder.LeanDecoder(model, weight_formats.maker(name), weight_formats.maker(head), exact=bf16,
                                     kv_dtype=torch.bfloat16 if bf16 else torch.float32)
 

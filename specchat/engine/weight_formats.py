@@ -16,6 +16,9 @@ identical to plain decoding whatever the format.
   so requantizing the dequantized file finds the same 4-bit codes.
 - int4-q8head: int4 layers, and the output layer in q8_0, GGUF's 8-bit blocks,
   against int8 activations, by specchat's own kernel (block_formats.py).
+- q4_1: the same 4-bit blocks and the q8_0 output layer, both by specchat's own
+  kernels against activations as two int8 codes per block (block_formats.py): the
+  weights' bytes read once per pass whatever its rows, fp32 activations.
 
 Which one is fastest depends on the CPU (memory bandwidth, AVX-512 or AVX2) and is
 measured at first load (format_choice.py).
@@ -30,23 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specchat.engine.block_formats import GROUP, Q8_0Linear
+from specchat.engine.block_formats import GROUP, Q4_1Linear, Q8_0Linear, q4_1_blocks
 from specchat.engine.fp16_linear import Fp16PackedLinear
 from specchat.engine.fp16_linear import available as fp16_available
 
 MakeLinear = Callable[[torch.Tensor, "torch.Tensor | None"], nn.Module]
-
-
-def q4_1_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(codes 0..15 [out, in], scale [out, in / 32], offset [out, in / 32]) with
-    weight ≈ scale * code + offset: a Q4_1 block's lowest weight is its offset and its
-    highest offset + 15 scales, so a Q4_1 file's codes come back as they were."""
-    out_features = weight.shape[0]
-    groups = weight.detach().float().reshape(out_features, -1, GROUP)
-    low, high = groups.amin(dim=-1), groups.amax(dim=-1)
-    scale = ((high - low) / 15).clamp(min=1e-12)
-    codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
-    return codes.view(out_features, -1), scale, low
 
 
 class _BiasMixin:
@@ -114,15 +105,20 @@ class Fp32Linear(nn.Linear):
 
 
 FORMATS: dict[str, MakeLinear] = {"fp16": Fp16PackedLinear, "int8": Int8Linear, "int4": Int4Linear,
-                                  "int4-q8head": Int4Linear, "q8_0": Q8_0Linear, "fp32": Fp32Linear}
+                                  "int4-q8head": Int4Linear, "q4_1": Q4_1Linear, "q8_0": Q8_0Linear,
+                                  "fp32": Fp32Linear}
 # The output layer's format for each layers' format that has its own (else fp16)
-HEADS = {"int4-q8head": "q8_0"}
+HEADS = {"int4-q8head": "q8_0", "q4_1": "q8_0"}
 
 
 # Formats whose activations are rounded to bf16 or coarser: a verify pass must attend
 # by exact rows to give single steps' logits bit for bit (lean_decoder.LeanDecoder, exact).
 BF16_ACTIVATIONS = frozenset({"int8", "int4", "int4-q8head"})
-_BLOCKED = frozenset({"int4", "int4-q8head", "q8_0"})  # weights in groups of GROUP inputs
+# Formats whose KV cache is bf16: those above, whose next product rounds the attention's
+# output to bf16 anyway, and q4_1, where a bf16 cache costs KL ~2e-5 (fp32: ~5e-7)
+# and after a long document halves what a step reads.
+BF16_CACHE = BF16_ACTIVATIONS | {"q4_1"}
+_BLOCKED = frozenset({"int4", "int4-q8head", "q4_1", "q8_0"})  # weights in groups of GROUP inputs
 
 
 def fits(name: str, in_features: int) -> bool:

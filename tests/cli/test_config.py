@@ -49,7 +49,7 @@ def test_explicit_drafter_wins_and_other_targets_get_the_fallback(monkeypatch, t
     ("repetition_penalty", "0", "> 0 (1 = off)"),
     ("max_new_tokens", "0", ">= 1"),
     ("device", "tpu", "auto, cuda, cpu"),
-    ("quant", "3bit", "4bit, 8bit, int4, int4-q8head, fp16, none"),
+    ("quant", "3bit", "4bit, 8bit, int4, int4-q8head, q4_1, fp16, none"),
 ])
 def test_bad_environment_values_name_the_variable(monkeypatch, key, value, fragment):
     monkeypatch.setenv(f"SPECCHAT_{key.upper()}", value)

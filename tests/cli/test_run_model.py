@@ -153,6 +153,6 @@ def test_the_default_cpu_path_runs_the_measured_format_and_answers_as_plain_deco
         return json.loads(proc.stdout)
 
     speculative = run()
-    assert speculative["drafter"] == "smoldraft" and speculative["weights"] in ("int4", "int4-q8head", "fp16")
+    assert speculative["drafter"] == "smoldraft" and speculative["weights"] in ("int4", "int4-q8head", "q4_1", "fp16")
     plain = run("--drafter", "none", "--quant", speculative["weights"])
     assert plain["weights"] == speculative["weights"] and plain["text"] == speculative["text"]

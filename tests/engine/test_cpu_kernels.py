@@ -1,6 +1,7 @@
 """specchat's CPU kernels (cpu_kernels.py): the attention of steps and verify passes
 against softmax attention written out, each row independent of the others; the
-Q8_0 product keeping a Q8_0 file's weights; and a failed build reported, not raised."""
+Q8_0 and Q4_1 products keeping a GGUF file's weights, on either vector unit; and a failed
+build reported, not raised."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from specchat.engine import cpu_kernels
-from specchat.engine.block_formats import GROUP, Q8_0Linear
+from specchat.engine.block_formats import GROUP, Q4_1Linear, Q8_0Linear
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="specchat's CPU kernels did not build here")
 
@@ -97,7 +98,7 @@ def test_the_avx2_build_attends_alike(tmp_path):
 
 def test_q8_0_finds_the_8_bit_codes_of_a_q8_0_file():
     torch.manual_seed(1)
-    scale = torch.rand(64, 4, 1) * 0.01 + 0.001
+    scale = (torch.rand(64, 4, 1) * 0.01 + 0.001).half().float()  # GGUF keeps scales in fp16
     codes = torch.randint(-127, 128, (64, 4, GROUP)).float()
     codes[..., 0] = 127  # each block spans its scale, as llama.cpp's quantizer writes it
     weights = (scale * codes).view(64, 4 * GROUP)
@@ -108,7 +109,7 @@ def test_q8_0_finds_the_8_bit_codes_of_a_q8_0_file():
 def test_a_layer_of_any_width_keeps_its_outputs():
     torch.manual_seed(2)
     weights, bias = torch.randn(7, GROUP), torch.randn(7)
-    layer = Q8_0Linear(weights, bias)  # outputs padded to tiles of four inside, cut off after
+    layer = Q8_0Linear(weights, bias)  # outputs padded to tiles of sixteen inside, cut off after
     x = torch.randn(3, GROUP)
     assert layer(x).shape == (3, 7)
     assert torch.allclose(layer(x), x @ weights.T + bias, atol=0.1)  # int8 rounding of both sides
@@ -122,3 +123,52 @@ def test_a_build_that_fails_is_a_reason_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SPECCHAT_CACHE_DIR", str(tmp_path / "cache"))
     reason = cpu_kernels.why_unavailable.__wrapped__()
     assert isinstance(reason, str) and reason
+
+
+def _q4_1_file_weights(rows: int, cols: int) -> torch.Tensor:
+    """Per block of 32, d * q + m with q in 0..15 spanning the block and d, m in fp16,
+    as llama.cpp's Q4_1 stores them."""
+    torch.manual_seed(3)
+    d = (torch.rand(rows, cols // GROUP, 1) * 0.02 + 0.01).half().float()
+    m = (-torch.rand(rows, cols // GROUP, 1) * 0.05).half().float()
+    q = torch.randint(0, 16, (rows, cols // GROUP, GROUP)).float()
+    q[..., 0], q[..., 1] = 0, 15
+    return (d * q + m).view(rows, cols)
+
+
+def test_q4_1_finds_the_4_bit_blocks_of_a_q4_1_file():
+    weights = _q4_1_file_weights(40, 4 * GROUP)
+    columns = Q4_1Linear(weights, None)(torch.eye(4 * GROUP))  # one-hot inputs are exact
+    assert torch.allclose(columns.T, weights, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [Q4_1Linear, Q8_0Linear])
+def test_a_block_product_is_the_float_product_to_the_activations_rounding(make):
+    """Two int8 codes an input keep ~16 bits of it: far closer than bf16's 8."""
+    weights = _q4_1_file_weights(50, 6 * GROUP)  # 50 outputs: tiles of 16 padded inside
+    x = torch.randn(11, 6 * GROUP)
+    y = make(weights, None)(x)
+    reference = x.double() @ make(weights, None)(torch.eye(6 * GROUP)).double()
+    assert y.shape == (11, 50)
+    assert torch.allclose(y.double(), reference, atol=1e-3 * reference.abs().max())
+
+
+def test_the_avx2_build_computes_the_block_products_alike(tmp_path):
+    """The fleet's AVX2 EPYCs run two halves of eight lanes and maddubs for the
+    integer products: built here with -march=haswell."""
+    from torch.utils import cpp_extension
+
+    kernels = Path(cpu_kernels.__file__).parent / "kernels"
+    flags = [f for f in cpu_kernels._FLAGS if f != "-march=native"] + ["-march=haswell",
+                                                                       "-DSPECCHAT_LIBRARY=specchat_avx2_blocks"]
+    cpp_extension.load(name="specchat_avx2_blocks", sources=[str(kernels / "blockdot.cpp"), str(kernels / "q4_1.cpp")],
+                       extra_cflags=flags, extra_ldflags=["-fopenmp"], build_directory=str(tmp_path),
+                       is_python_module=False, verbose=False)
+    weights = _q4_1_file_weights(48, 6 * GROUP)
+    x = torch.randn(7, 6 * GROUP)
+    for layer, op in [(Q4_1Linear(weights, None), torch.ops.specchat_avx2_blocks.q4_1_mm),
+                      (Q8_0Linear(weights, None), torch.ops.specchat_avx2_blocks.q8_0_mm)]:
+        together = op(x, layer.tiles)
+        assert torch.allclose(together, layer(x), rtol=1e-5, atol=1e-5)
+        for row in range(7):  # 7 rows: a group of four and one of three
+            assert torch.equal(op(x[row:row + 1], layer.tiles), together[row:row + 1])

@@ -19,7 +19,7 @@ from .helpers import decode_once, exact_two_token_marginals, sampled_marginals, 
 VOCAB = 64
 GREEDY = SamplingSettings(temperature=0.0)
 PROMPT = [(7 * i + 3) % VOCAB for i in range(20)] * 2
-FORMATS = [name for name in ("fp16", "int4", "int4-q8head", "int8") if weight_formats.available(name)]
+FORMATS = [name for name in ("fp16", "int4", "int4-q8head", "q4_1", "int8") if weight_formats.available(name)]
 # Attention for steps and verify passes: specchat's kernel where it builds, else sdpa
 # over padded rows (plan_rows) for the exact formats; both must be exact.
 ROW_KERNEL = [True, False] if cpu_kernels.available() else [False]

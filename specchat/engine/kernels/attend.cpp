@@ -20,7 +20,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +28,7 @@
 #include <vector>
 
 #include "attend_chunk.h"
+#include "library.h"
 
 namespace {
 
@@ -135,14 +135,6 @@ at::Tensor attend_rows(const at::Tensor& q, const at::Tensor& keys, const at::Te
 }
 
 }  // namespace
-
-// The operators' namespace: a test builds this file a second time for another vector
-// unit (-march=haswell on an AVX-512 machine) under a name of its own.
-#ifndef SPECCHAT_LIBRARY
-#define SPECCHAT_LIBRARY specchat_cpu
-#endif
-#define SPECCHAT_FRAGMENT(library, m) TORCH_LIBRARY_FRAGMENT(library, m)  // expands the name first
-#define SPECCHAT_IMPL(library, key, m) TORCH_LIBRARY_IMPL(library, key, m)
 
 SPECCHAT_FRAGMENT(SPECCHAT_LIBRARY, m) {
   m.def("attend_rows(Tensor q, Tensor keys, Tensor values, Tensor visible, float scale) -> Tensor");

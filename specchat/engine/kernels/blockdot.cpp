@@ -1,164 +1,104 @@
-// GGUF's Q8_0 blocks against activations quantized to int8 per block of 32 inputs,
-// by integer dot products (AVX2 maddubs, or VNNI dpbusd), as llama.cpp computes them:
-// a torch operator for the CPU.
+// GGUF's Q8_0 blocks (per 32 inputs, int8 codes and a scale d: w = d q) against
+// activations as two int8 codes per block (int8_rows.h; llama.cpp's one code moved
+// the next-token distribution past specchat's KL gate), by integer dot products: a
+// torch operator for the CPU.
 //
 // Why: torch has no 8-bit block kernel, so the output layer stayed fp16: 57 MB read
 // a step for SmolLM2-135M, whose GGUF stores it (the tied embedding) in Q8_0. Here
-// it reads 32 MB; a one-row step on a 2-core EPYC went from 13.8 to 11.9 ms.
-// (The same arithmetic for the Q4_1 layers was tried: int8 activations there cost
-// KL 2.3e-3 against the float weights, over specchat's 1e-3, and a 4-row pass was
-// compute-bound at 1.3x torch's int4 kernel.)
+// it reads 30 MB, once per pass whatever its rows (int_lanes.h): the first version,
+// one output at a time, cost 0.46 ms a row on a 2-core EPYC, so a verify pass of
+// five rows spent 2.3 ms on this layer alone.
 //
-// Each output element is computed by one thread from its own input row alone, in
-// the same order whatever the number of rows or threads: a verify pass over k + 1
-// rows gives bit for bit what k + 1 single steps give.
+//   y[o] = sum over blocks b of  d[o,b] s[b] (256 dot(q, c) + dot(q, r))
+//
+// The dot-product instructions take one unsigned operand: |q| against the
+// activations' codes given q's signs.
 
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include "library.h"
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <vector>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
+#include "int_lanes.h"
 
 namespace {
 
-constexpr int64_t kBlock = 32;
+using namespace specchat_kernels;
 
-// x [rows, k] fp32 -> int8 codes [rows, k] and scales [rows, k / 32]
-void quantize_rows(const float* x, int64_t rows, int64_t k, int8_t* codes, float* scales) {
-  const int64_t blocks = k / kBlock;
-  for (int64_t b = 0; b < rows * blocks; ++b) {
-    const float* v = x + b * kBlock;
-    float amax = 0.f;
-    for (int64_t i = 0; i < kBlock; ++i) amax = std::fmax(amax, std::fabs(v[i]));
-    const float scale = amax / 127.f;
-    const float inverse = scale > 0.f ? 1.f / scale : 0.f;
-    for (int64_t i = 0; i < kBlock; ++i) codes[b * kBlock + i] = static_cast<int8_t>(std::nearbyint(v[i] * inverse));
-    scales[b] = scale;
-  }
-}
+// A tile's block: 8 groups of 64 code bytes (in group g, byte 4 o + i is input
+// 4 g + i of output o), then the 16 outputs' scales as fp16.
+constexpr int64_t kGroup = 64;
+constexpr int64_t kCodeBytes = 8 * kGroup;
 
-#if defined(__AVX2__)
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+struct Q8_0 {
+  static constexpr int64_t kTileBytes = kCodeBytes + kTileOuts * 2;  // 544
 
-// 32 unsigned bytes times 32 signed bytes, summed by fours into 8 int32
-inline __m256i dot_u8s8(__m256i u, __m256i s) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#elif defined(__AVXVNNI__)
-  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
-}
-#endif
-
-// Weights come tiled: four outputs side by side, block after block, each block of the
-// tile holding the four outputs' codes and then their scales, so
-// a product reads one sequential stream (interleaved rows read at a third of the
-// speed: the prefetcher follows one stream, not four). Four outputs at once also
-// give four independent dependency chains. Every output is computed by the same
-// instructions in the same order, whatever the number of rows or threads.
-constexpr int64_t kOuts = 4;
-constexpr int64_t kQ8Tile = kOuts * 32 + kOuts * 4;  // codes, scales: 144 bytes
-
-inline float load_float(const uint8_t* p) {
-  float v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-// Four outputs of a Q8_0 tile: 32 int8 codes per output and block, then the scales.
-void tile_q8_0(const uint8_t* tile, int64_t blocks, const int8_t* qx, const float* dx, float* y) {
-#if defined(__AVX2__)
-  __m256 acc[kOuts];
-  for (int j = 0; j < kOuts; ++j) acc[j] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b, tile += kQ8Tile) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + b * kBlock));
-    for (int j = 0; j < kOuts; ++j) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + j * 32));
-      // unsigned times signed: |w| against x with w's sign
-      const __m256i p = dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-      const float scale = load_float(tile + kOuts * 32 + j * 4) * dx[b];
-      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc[j]);
-    }
-  }
-  for (int j = 0; j < kOuts; ++j) y[j] = hsum(acc[j]);
-#else
-  float total[kOuts] = {};
-  for (int64_t b = 0; b < blocks; ++b, tile += kQ8Tile) {
-    for (int j = 0; j < kOuts; ++j) {
-      const int8_t* codes = reinterpret_cast<const int8_t*>(tile + j * 32);
-      int32_t sum = 0;
-      for (int64_t i = 0; i < kBlock; ++i) sum += codes[i] * qx[b * kBlock + i];
-      total[j] += static_cast<float>(sum) * (load_float(tile + kOuts * 32 + j * 4) * dx[b]);
-    }
-  }
-  for (int j = 0; j < kOuts; ++j) y[j] = total[j];
-#endif
-}
-
-struct QuantizedRows {
-  std::vector<int8_t> codes;
-  std::vector<float> scales;
-  int64_t rows, blocks;
-};
-
-QuantizedRows quantize(const at::Tensor& x, int64_t in_features) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == in_features, "x must be [rows, ", in_features, "]");
-  TORCH_CHECK(in_features % kBlock == 0, "in_features must be a multiple of 32");
-  const at::Tensor input = x.to(at::kFloat).contiguous();
-  QuantizedRows q{std::vector<int8_t>(input.numel()), {}, input.size(0), in_features / kBlock};
-  q.scales.resize(q.rows * q.blocks);
-  quantize_rows(input.data_ptr<float>(), q.rows, in_features, q.codes.data(), q.scales.data());
-  return q;
-}
-
-// tiles: uint8 [outputs / 4, blocks, 144]. Tiles are split among torch's own
-// threads (its OpenMP team, on the calling thread); each tile's weights meet every
-// input row while they are in L1.
-at::Tensor q8_0_mm(const at::Tensor& x, const at::Tensor& tiles) {
-  constexpr int64_t tile_bytes = kQ8Tile;
-  TORCH_CHECK(tiles.dtype() == at::kByte && tiles.dim() == 3 && tiles.size(2) == tile_bytes && tiles.is_contiguous(),
-              "tiles: uint8 [outputs / 4, blocks, ", tile_bytes, "]");
-  const int64_t count = tiles.size(0), blocks = tiles.size(1), k = blocks * kBlock, n = count * kOuts;
-  const QuantizedRows q = quantize(x, k);
-  at::Tensor out = at::empty({q.rows, n}, x.options().dtype(at::kFloat));
-  const uint8_t* w = tiles.data_ptr<uint8_t>();
-  float* y = out.data_ptr<float>();
-  at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
-    float result[kOuts];
-    for (int64_t t = begin; t < end; ++t) {
-      const uint8_t* tile = w + t * blocks * tile_bytes;
-      for (int64_t r = 0; r < q.rows; ++r) {
-        const int8_t* qx = q.codes.data() + r * k;
-        const float* dx = q.scales.data() + r * blocks;
-        tile_q8_0(tile, blocks, qx, dx, result);
-        std::memcpy(y + r * n + t * kOuts, result, sizeof result);
+#if defined(SPECCHAT_INT_LANES)
+  // Outputs [part * width, (part + 1) * width) of the tile for rows [first, first + kCount)
+  template <int kPart, int kCount>
+  static void part(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
+    using L = Lanes;
+    constexpr int64_t offset = kPart * L::kWidth * 4;  // this part's bytes within a group
+    typename L::Float acc[kCount];
+    for (int r = 0; r < kCount; ++r) acc[r] = L::zero_f();
+    for (int64_t b = 0; b < blocks; ++b, tile += kTileBytes) {
+      typename L::Int magnitude[8];
+      typename L::Sign sign[8];
+      for (int g = 0; g < 8; ++g) {
+        const typename L::Int w = L::load(tile + g * kGroup + offset);
+        magnitude[g] = L::magnitude(w);
+        sign[g] = L::sign_of(w);
+      }
+      const typename L::Float d = L::halfs(tile + kCodeBytes + kPart * L::kWidth * 2);
+      for (int r = 0; r < kCount; ++r) {
+        const int8_t* codes = q.codes_of(first + r) + b * kBlock;
+        const int8_t* rest = q.remainders_of(first + r) + b * kBlock;
+        typename L::Int main = L::zero(), fine = L::zero();
+        for (int g = 0; g < 8; ++g) {
+          main = L::dot4(main, magnitude[g], L::with_sign(L::broadcast(four_bytes(codes + 4 * g)), sign[g]));
+          fine = L::dot4(fine, magnitude[g], L::with_sign(L::broadcast(four_bytes(rest + 4 * g)), sign[g]));
+        }
+        const typename L::Float total = L::to_float(L::combine(main, fine));
+        acc[r] = L::fma(total, L::mul(d, L::set1(q.scales_of(first + r)[b])), acc[r]);
       }
     }
-  });
-  return out;
-}
+    for (int r = 0; r < kCount; ++r) L::store(y + r * stride + kPart * L::kWidth, acc[r]);
+  }
+
+  template <int kCount>
+  static void tile(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
+    part<0, kCount>(tile, blocks, q, first, y, stride);
+    if constexpr (Lanes::kWidth < kTileOuts) part<1, kCount>(tile, blocks, q, first, y, stride);
+  }
+#else
+  template <int kCount>
+  static void tile(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
+    float acc[kCount][kTileOuts] = {};
+    for (int64_t b = 0; b < blocks; ++b, tile += kTileBytes) {
+      for (int r = 0; r < kCount; ++r) {
+        const int8_t* codes = q.codes_of(first + r) + b * kBlock;
+        const int8_t* rest = q.remainders_of(first + r) + b * kBlock;
+        for (int64_t o = 0; o < kTileOuts; ++o) {
+          int32_t main = 0, fine = 0;
+          for (int64_t i = 0; i < kBlock; ++i) {
+            const int32_t code = static_cast<int8_t>(tile[(i / 4) * kGroup + 4 * o + i % 4]);
+            main += code * codes[i];
+            fine += code * rest[i];
+          }
+          const float d = half_to_float(tile + kCodeBytes + 2 * o);
+          acc[r][o] += static_cast<float>(main * 256 + fine) * (d * q.scales_of(first + r)[b]);
+        }
+      }
+    }
+    for (int r = 0; r < kCount; ++r) std::memcpy(y + r * stride, acc[r], sizeof acc[r]);
+  }
+#endif
+};
+
+// tiles: uint8 [outputs / 16, blocks, 544]; x [rows, blocks * 32] -> fp32 [rows, outputs]
+at::Tensor q8_0_mm(const at::Tensor& x, const at::Tensor& tiles) { return block_mm<Q8_0>(x, tiles); }
 
 }  // namespace
 
-TORCH_LIBRARY(specchat_cpu, m) {
-  m.def("q8_0_mm(Tensor x, Tensor tiles) -> Tensor");
-}
+SPECCHAT_FRAGMENT(SPECCHAT_LIBRARY, m) { m.def("q8_0_mm(Tensor x, Tensor tiles) -> Tensor"); }
 
-TORCH_LIBRARY_IMPL(specchat_cpu, CPU, m) {
-  m.impl("q8_0_mm", &q8_0_mm);
-}
+SPECCHAT_IMPL(SPECCHAT_LIBRARY, CPU, m) { m.impl("q8_0_mm", &q8_0_mm); }
