@@ -27,6 +27,8 @@ from specchat.engine.cpu_kernels import why_unavailable
 
 GROUP = 32  # inputs per block, as in GGUF's Q4_1 and Q8_0
 TILE_OUTS = 16  # outputs per tile (kernels/int_lanes.h)
+# A scale for an all-zero block (padding): nonzero, so codes are 0, not 0 / 0
+_SMALLEST = {torch.float32: 1e-12, torch.float16: 2.0 ** -24}
 
 
 def q8_0_tiles(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -40,14 +42,18 @@ def q8_0_tiles(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return torch.cat([grouped.reshape(-1, blocks, 8 * TILE_OUTS * 4), _halves(scale)], dim=-1).contiguous()
 
 
-def q4_1_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def q4_1_blocks(weight: torch.Tensor, kept_as: torch.dtype = torch.float32
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes 0..15 [out, in], scale [out, in / 32], offset [out, in / 32]) with
     weight ≈ scale * code + offset: a Q4_1 block's lowest weight is its offset and its
-    highest offset + 15 scales, so a Q4_1 file's codes come back as they were."""
+    highest offset + 15 scales, so a Q4_1 file's codes come back as they were. Scale
+    and offset are rounded to `kept_as` (the dtype a kernel reads them in) before the
+    codes are found, so other weights are rounded against what the kernel uses."""
     out_features = weight.shape[0]
     groups = weight.detach().float().reshape(out_features, -1, GROUP)
     low, high = groups.amin(dim=-1), groups.amax(dim=-1)
-    scale = ((high - low) / 15).clamp(min=1e-12)
+    scale = ((high - low) / 15).to(kept_as).float().clamp(min=_SMALLEST[kept_as])
+    low = low.to(kept_as).float()
     codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
     return codes.view(out_features, -1), scale, low
 
@@ -95,7 +101,7 @@ class Q4_1Linear(nn.Module):
         _require_kernels()
         self.out_features, self.in_features = weight.shape
         self.bias = None if bias is None else bias.detach().float()
-        self.tiles = q4_1_tiles(*q4_1_blocks(_padded(weight, TILE_OUTS)))
+        self.tiles = q4_1_tiles(*q4_1_blocks(_padded(weight, TILE_OUTS), kept_as=torch.float16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.ops.specchat_cpu.q4_1_mm(x.reshape(-1, self.in_features), self.tiles)
@@ -115,7 +121,8 @@ class Q8_0Linear(nn.Module):
         self.bias = None if bias is None else bias.detach().float()
         padded = _padded(weight, TILE_OUTS)
         groups = padded.view(padded.shape[0], -1, GROUP)
-        scale = (groups.abs().amax(dim=-1) / 127).clamp(min=1e-12)
+        # the scale as the kernel reads it (fp16, as GGUF keeps it) before the codes are found
+        scale = (groups.abs().amax(dim=-1) / 127).half().float().clamp(min=_SMALLEST[torch.float16])
         codes = (groups / scale[..., None]).round().clamp(-127, 127).to(torch.int8)
         self.tiles = q8_0_tiles(codes.view(padded.shape[0], -1), scale)
 
