@@ -31,67 +31,38 @@ constexpr int64_t kCodeBytes = 8 * kGroup;
 
 struct Q8_0 {
   static constexpr int64_t kTileBytes = kCodeBytes + kTileOuts * 2;  // 544
+  static constexpr bool kOffsets = false;
 
 #if defined(SPECCHAT_INT_LANES)
-  // Outputs [part * width, (part + 1) * width) of the tile for rows [first, first + kCount)
-  template <int kPart, int kCount>
-  static void part(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
-    using L = Lanes;
-    constexpr int64_t offset = kPart * L::kWidth * 4;  // this part's bytes within a group
-    typename L::Float acc[kCount];
-    for (int r = 0; r < kCount; ++r) acc[r] = L::zero_f();
-    for (int64_t b = 0; b < blocks; ++b, tile += kTileBytes) {
-      typename L::Int magnitude[8];
-      typename L::Sign sign[8];
-      for (int g = 0; g < 8; ++g) {
-        const typename L::Int w = L::load(tile + g * kGroup + offset);
-        magnitude[g] = L::magnitude(w);
-        sign[g] = L::sign_of(w);
-      }
-      const typename L::Float d = L::halfs(tile + kCodeBytes + kPart * L::kWidth * 2);
-      for (int r = 0; r < kCount; ++r) {
-        const int8_t* codes = q.codes_of(first + r) + b * kBlock;
-        const int8_t* rest = q.remainders_of(first + r) + b * kBlock;
-        typename L::Int main = L::zero(), fine = L::zero();
-        for (int g = 0; g < 8; ++g) {
-          main = L::dot4(main, magnitude[g], L::with_sign(L::broadcast(four_bytes(codes + 4 * g)), sign[g]));
-          fine = L::dot4(fine, magnitude[g], L::with_sign(L::broadcast(four_bytes(rest + 4 * g)), sign[g]));
-        }
-        const typename L::Float total = L::to_float(L::combine(main, fine));
-        acc[r] = L::fma(total, L::mul(d, L::set1(q.scales_of(first + r)[b])), acc[r]);
-      }
-    }
-    for (int r = 0; r < kCount; ++r) L::store(y + r * stride + kPart * L::kWidth, acc[r]);
-  }
+  template <int kPart>
+  struct Block {
+    Lanes::Int magnitude[8];  // input group g's |codes|
+    Lanes::Sign sign[8];
+    Lanes::Float d;
 
-  template <int kCount>
-  static void tile(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
-    part<0, kCount>(tile, blocks, q, first, y, stride);
-    if constexpr (Lanes::kWidth < kTileOuts) part<1, kCount>(tile, blocks, q, first, y, stride);
-  }
-#else
-  template <int kCount>
-  static void tile(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
-    float acc[kCount][kTileOuts] = {};
-    for (int64_t b = 0; b < blocks; ++b, tile += kTileBytes) {
-      for (int r = 0; r < kCount; ++r) {
-        const int8_t* codes = q.codes_of(first + r) + b * kBlock;
-        const int8_t* rest = q.remainders_of(first + r) + b * kBlock;
-        for (int64_t o = 0; o < kTileOuts; ++o) {
-          int32_t main = 0, fine = 0;
-          for (int64_t i = 0; i < kBlock; ++i) {
-            const int32_t code = static_cast<int8_t>(tile[(i / 4) * kGroup + 4 * o + i % 4]);
-            main += code * codes[i];
-            fine += code * rest[i];
-          }
-          const float d = half_to_float(tile + kCodeBytes + 2 * o);
-          acc[r][o] += static_cast<float>(main * 256 + fine) * (d * q.scales_of(first + r)[b]);
-        }
+    explicit Block(const uint8_t* tile) {
+      constexpr int64_t offset = kPart * Lanes::kWidth * 4;  // this part's bytes within a group
+      for (int g = 0; g < 8; ++g) {
+        const Lanes::Int w = Lanes::load(tile + g * kGroup + offset);
+        magnitude[g] = Lanes::magnitude(w);
+        sign[g] = Lanes::sign_of(w);
       }
+      d = Lanes::halfs(tile + kCodeBytes + kPart * Lanes::kWidth * 2);
     }
-    for (int r = 0; r < kCount; ++r) std::memcpy(y + r * stride, acc[r], sizeof acc[r]);
-  }
+    Lanes::Int dot4(Lanes::Int acc, int g, Lanes::Int x) const {
+      return Lanes::dot4(acc, magnitude[g], Lanes::with_sign(x, sign[g]));
+    }
+    Lanes::Float add_to(Lanes::Float acc, Lanes::Float total, float scale, float /*sum*/) const {
+      return Lanes::fma(total, Lanes::mul(d, Lanes::set1(scale)), acc);
+    }
+  };
 #endif
+
+  static int32_t code(const uint8_t* tile, int64_t o, int64_t i) {
+    return static_cast<int8_t>(tile[(i / 4) * kGroup + 4 * o + i % 4]);
+  }
+  static float scale(const uint8_t* tile, int64_t o) { return half_to_float(tile + kCodeBytes + 2 * o); }
+  static float offset(const uint8_t*, int64_t) { return 0.f; }  // none: kOffsets is false
 };
 
 // tiles: uint8 [outputs / 16, blocks, 544]; x [rows, blocks * 32] -> fp32 [rows, outputs]

@@ -111,14 +111,70 @@ inline float half_to_float(const uint8_t* p) {
   return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
 }
 
-// Kernel::tile<kCount>(tile, blocks, rows, first, y, y_stride) computes one tile's
-// sixteen outputs for rows [first, first + kCount); tiles: uint8 [outputs / 16,
-// blocks, Kernel::kTileBytes]; x [rows, blocks * 32] -> fp32 [rows, outputs].
-template <typename Kernel>
+// One tile's sixteen outputs for rows [first, first + kCount), whatever the block
+// format. Format::Block<kPart> unpacks one block of the outputs [part * width,
+// (part + 1) * width) and knows how its weights meet an input's codes (dot4) and
+// how the integer sum becomes the output's (add_to); the scalar path reads a weight's
+// code, scale and offset one at a time.
+#if defined(SPECCHAT_INT_LANES)
+template <typename Format, int kPart, int kCount>
+void tile_part(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
+  using L = Lanes;
+  typename L::Float acc[kCount];
+  for (int r = 0; r < kCount; ++r) acc[r] = L::zero_f();
+  for (int64_t b = 0; b < blocks; ++b, tile += Format::kTileBytes) {
+    const typename Format::template Block<kPart> block(tile);
+    for (int r = 0; r < kCount; ++r) {
+      const int8_t* codes = q.codes_of(first + r) + b * kBlock;
+      const int8_t* rest = q.remainders_of(first + r) + b * kBlock;
+      typename L::Int main = L::zero(), fine = L::zero();
+      for (int g = 0; g < 8; ++g) {
+        main = block.dot4(main, g, L::broadcast(four_bytes(codes + 4 * g)));
+        fine = block.dot4(fine, g, L::broadcast(four_bytes(rest + 4 * g)));
+      }
+      acc[r] = block.add_to(acc[r], L::to_float(L::combine(main, fine)), q.scales_of(first + r)[b],
+                            q.sums_of(first + r)[b]);
+    }
+  }
+  for (int r = 0; r < kCount; ++r) L::store(y + r * stride + kPart * L::kWidth, acc[r]);
+}
+
+template <typename Format, int kCount>
+void tile_rows(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
+  tile_part<Format, 0, kCount>(tile, blocks, q, first, y, stride);
+  if constexpr (Lanes::kWidth < kTileOuts) tile_part<Format, 1, kCount>(tile, blocks, q, first, y, stride);
+}
+#else
+template <typename Format, int kCount>
+void tile_rows(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
+  float acc[kCount][kTileOuts] = {};
+  for (int64_t b = 0; b < blocks; ++b, tile += Format::kTileBytes) {
+    for (int r = 0; r < kCount; ++r) {
+      const int8_t* codes = q.codes_of(first + r) + b * kBlock;
+      const int8_t* rest = q.remainders_of(first + r) + b * kBlock;
+      for (int64_t o = 0; o < kTileOuts; ++o) {
+        int32_t main = 0, fine = 0;
+        for (int64_t i = 0; i < kBlock; ++i) {
+          const int32_t code = Format::code(tile, o, i);
+          main += code * codes[i];
+          fine += code * rest[i];
+        }
+        acc[r][o] += static_cast<float>(main * 256 + fine) * (Format::scale(tile, o) * q.scales_of(first + r)[b]);
+        if constexpr (Format::kOffsets) acc[r][o] += Format::offset(tile, o) * q.sums_of(first + r)[b];
+      }
+    }
+  }
+  for (int r = 0; r < kCount; ++r) std::memcpy(y + r * stride, acc[r], sizeof acc[r]);
+}
+#endif
+
+// tiles: uint8 [outputs / 16, blocks, Format::kTileBytes]; x [rows, blocks * 32] ->
+// fp32 [rows, outputs].
+template <typename Format>
 at::Tensor block_mm(const at::Tensor& x, const at::Tensor& tiles) {
-  TORCH_CHECK(tiles.dtype() == at::kByte && tiles.dim() == 3 && tiles.size(2) == Kernel::kTileBytes &&
+  TORCH_CHECK(tiles.dtype() == at::kByte && tiles.dim() == 3 && tiles.size(2) == Format::kTileBytes &&
                   tiles.is_contiguous(),
-              "tiles: uint8 [outputs / 16, blocks, ", Kernel::kTileBytes, "]");
+              "tiles: uint8 [outputs / 16, blocks, ", Format::kTileBytes, "]");
   const int64_t count = tiles.size(0), blocks = tiles.size(1), n = count * kTileOuts;
   const Int8Rows q = quantize_rows(x, blocks * kBlock);
   at::Tensor out = at::empty({q.rows, n}, x.options().dtype(at::kFloat));
@@ -126,15 +182,15 @@ at::Tensor block_mm(const at::Tensor& x, const at::Tensor& tiles) {
   float* y = out.data_ptr<float>();
   at::parallel_for(0, count, 4, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const uint8_t* tile = w + t * blocks * Kernel::kTileBytes;
+      const uint8_t* tile = w + t * blocks * Format::kTileBytes;
       for (int64_t first = 0; first < q.rows; first += kRowsAtOnce) {
         float* into = y + first * n + t * kTileOuts;
         static_assert(kRowsAtOnce == 4, "one case per row count");
         switch (std::min<int64_t>(kRowsAtOnce, q.rows - first)) {
-          case 1: Kernel::template tile<1>(tile, blocks, q, first, into, n); break;
-          case 2: Kernel::template tile<2>(tile, blocks, q, first, into, n); break;
-          case 3: Kernel::template tile<3>(tile, blocks, q, first, into, n); break;
-          default: Kernel::template tile<4>(tile, blocks, q, first, into, n); break;
+          case 1: tile_rows<Format, 1>(tile, blocks, q, first, into, n); break;
+          case 2: tile_rows<Format, 2>(tile, blocks, q, first, into, n); break;
+          case 3: tile_rows<Format, 3>(tile, blocks, q, first, into, n); break;
+          default: tile_rows<Format, 4>(tile, blocks, q, first, into, n); break;
         }
       }
     }

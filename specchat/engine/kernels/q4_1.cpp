@@ -27,71 +27,36 @@ constexpr int64_t kCodeBytes = 4 * kChunk;
 
 struct Q4_1 {
   static constexpr int64_t kTileBytes = kCodeBytes + 2 * kTileOuts * 2;  // 320
+  static constexpr bool kOffsets = true;
 
 #if defined(SPECCHAT_INT_LANES)
-  // Outputs [part * width, (part + 1) * width) of the tile for rows [first, first + kCount)
-  template <int kPart, int kCount>
-  static void part(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
-    using L = Lanes;
-    constexpr int64_t offset = kPart * L::kWidth * 4;  // this part's bytes within a chunk
-    typename L::Float acc[kCount];
-    for (int r = 0; r < kCount; ++r) acc[r] = L::zero_f();
-    for (int64_t b = 0; b < blocks; ++b, tile += kTileBytes) {
-      typename L::Int w[8];
-      for (int c = 0; c < 4; ++c) {
-        const typename L::Int raw = L::load(tile + c * kChunk + offset);
-        w[c] = L::low_nibbles(raw);
-        w[c + 4] = L::high_nibbles(raw);
-      }
-      const typename L::Float d = L::halfs(tile + kCodeBytes + kPart * L::kWidth * 2);
-      const typename L::Float m = L::halfs(tile + kCodeBytes + kTileOuts * 2 + kPart * L::kWidth * 2);
-      for (int r = 0; r < kCount; ++r) {
-        const int8_t* codes = q.codes_of(first + r) + b * kBlock;
-        const int8_t* rest = q.remainders_of(first + r) + b * kBlock;
-        typename L::Int main = L::zero(), fine = L::zero();
-        for (int g = 0; g < 8; ++g) {
-          main = L::dot4(main, w[g], L::broadcast(four_bytes(codes + 4 * g)));
-          fine = L::dot4(fine, w[g], L::broadcast(four_bytes(rest + 4 * g)));
-        }
-        const typename L::Float total = L::to_float(L::combine(main, fine));
-        acc[r] = L::fma(total, L::mul(d, L::set1(q.scales_of(first + r)[b])), acc[r]);
-        acc[r] = L::fma(m, L::set1(q.sums_of(first + r)[b]), acc[r]);
-      }
-    }
-    for (int r = 0; r < kCount; ++r) L::store(y + r * stride + kPart * L::kWidth, acc[r]);
-  }
+  template <int kPart>
+  struct Block {
+    Lanes::Int w[8];  // input group g's codes, 0..15
+    Lanes::Float d, m;
 
-  template <int kCount>
-  static void tile(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
-    part<0, kCount>(tile, blocks, q, first, y, stride);
-    if constexpr (Lanes::kWidth < kTileOuts) part<1, kCount>(tile, blocks, q, first, y, stride);
-  }
-#else
-  template <int kCount>
-  static void tile(const uint8_t* tile, int64_t blocks, const Int8Rows& q, int64_t first, float* y, int64_t stride) {
-    float acc[kCount][kTileOuts] = {};
-    for (int64_t b = 0; b < blocks; ++b, tile += kTileBytes) {
-      for (int r = 0; r < kCount; ++r) {
-        const int8_t* codes = q.codes_of(first + r) + b * kBlock;
-        const int8_t* rest = q.remainders_of(first + r) + b * kBlock;
-        for (int64_t o = 0; o < kTileOuts; ++o) {
-          int32_t main = 0, fine = 0;
-          for (int64_t i = 0; i < kBlock; ++i) {
-            const int64_t chunk = (i % 16) / 4, shift = i < 16 ? 0 : 4;
-            const int32_t code = (tile[chunk * kChunk + 4 * o + i % 4] >> shift) & 0x0F;
-            main += code * codes[i];
-            fine += code * rest[i];
-          }
-          const float d = half_to_float(tile + kCodeBytes + 2 * o);
-          const float m = half_to_float(tile + kCodeBytes + kTileOuts * 2 + 2 * o);
-          acc[r][o] += static_cast<float>(main * 256 + fine) * (d * q.scales_of(first + r)[b]);
-          acc[r][o] += m * q.sums_of(first + r)[b];
-        }
+    explicit Block(const uint8_t* tile) {
+      constexpr int64_t offset = kPart * Lanes::kWidth * 4;  // this part's bytes within a chunk
+      for (int c = 0; c < 4; ++c) {
+        const Lanes::Int raw = Lanes::load(tile + c * kChunk + offset);
+        w[c] = Lanes::low_nibbles(raw);
+        w[c + 4] = Lanes::high_nibbles(raw);
       }
+      d = Lanes::halfs(tile + kCodeBytes + kPart * Lanes::kWidth * 2);
+      m = Lanes::halfs(tile + kCodeBytes + kTileOuts * 2 + kPart * Lanes::kWidth * 2);
     }
-    for (int r = 0; r < kCount; ++r) std::memcpy(y + r * stride, acc[r], sizeof acc[r]);
-  }
+    Lanes::Int dot4(Lanes::Int acc, int g, Lanes::Int x) const { return Lanes::dot4(acc, w[g], x); }
+    Lanes::Float add_to(Lanes::Float acc, Lanes::Float total, float scale, float sum) const {
+      return Lanes::fma(m, Lanes::set1(sum), Lanes::fma(total, Lanes::mul(d, Lanes::set1(scale)), acc));
+    }
+  };
 #endif
+
+  static int32_t code(const uint8_t* tile, int64_t o, int64_t i) {
+    return (tile[(i % 16) / 4 * kChunk + 4 * o + i % 4] >> (i < 16 ? 0 : 4)) & 0x0F;
+  }
+  static float scale(const uint8_t* tile, int64_t o) { return half_to_float(tile + kCodeBytes + 2 * o); }
+  static float offset(const uint8_t* tile, int64_t o) { return half_to_float(tile + kCodeBytes + kTileOuts * 2 + 2 * o); }
 };
 
 // tiles: uint8 [outputs / 16, blocks, 320]; x [rows, blocks * 32] -> fp32 [rows, outputs]
