@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from specchat.engine import kv_codes
+
 # Positions added per growth. A prefill or a session can `reserve` what it knows it needs.
 CHUNK = 512
 
@@ -44,6 +46,9 @@ class PreallocatedLayer(CacheLayerMixin):
         self.length = 0
         self.allocations = 0  # how many buffers this layer has had (tests read it)
         self._reserved = 0  # asked for before the first write, when shapes were unknown
+        # an int8 cache's per-position scales [batch, kv heads, capacity] (kv_codes.py)
+        self.key_scales: torch.Tensor | None = None
+        self.value_scales: torch.Tensor | None = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
@@ -52,13 +57,27 @@ class PreallocatedLayer(CacheLayerMixin):
 
     def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
         """New buffers of `capacity` positions shaped like keys/values, holding the old filled part."""
-        old_keys, old_values = self.keys, self.values
+        coded = keys.dtype == kv_codes.KEYS
+        if self.keys is not None and self.length and coded != self.coded:  # codes and floats do not convert
+            raise ValueError("this cache holds another KV format's positions; start a new cache")
+        old_keys, old_values, old_scales = self.keys, self.values, (self.key_scales, self.value_scales)
         self.keys = keys.new_zeros((*keys.shape[:-2], capacity, keys.shape[-1]))
         self.values = values.new_zeros((*values.shape[:-2], capacity, values.shape[-1]))
+        self.key_scales = keys.new_zeros(self.keys.shape[:-1], dtype=torch.float32) if coded else None
+        self.value_scales = keys.new_zeros(self.keys.shape[:-1], dtype=torch.float32) if coded else None
         if old_keys is not None and self.length:
-            self.keys[..., : self.length, :] = old_keys[..., : self.length, :]
+            held = kv_codes.whole_tiles(self.length) if coded else self.length  # coded keys: whole tiles
+            self.keys[..., :held, :] = old_keys[..., :held, :]
             self.values[..., : self.length, :] = old_values[..., : self.length, :]
+            if coded:
+                self.key_scales[..., : self.length] = old_scales[0][..., : self.length]
+                self.value_scales[..., : self.length] = old_scales[1][..., : self.length]
         self.allocations += 1
+
+    @property
+    def coded(self) -> bool:
+        """Whether this is an int8 cache (kv_codes.py): uint8 key tiles, int8 values, scales."""
+        return self.keys is not None and self.keys.dtype == kv_codes.KEYS
 
     @classmethod
     def holding(cls, keys: torch.Tensor, values: torch.Tensor, room: int = 0) -> PreallocatedLayer:
@@ -101,6 +120,22 @@ class PreallocatedLayer(CacheLayerMixin):
         self.length = end
         return self.filled()
 
+    def update_codes(self, keys: torch.Tensor, key_scales: torch.Tensor, values: torch.Tensor,
+                     value_scales: torch.Tensor) -> None:
+        """Append an int8 cache's rows: codes [batch, kv heads, t, d] int8 and their
+        scales [batch, kv heads, t] (kv_codes.to_codes); the buffers are made coded first."""
+        if not self.is_initialized or not self.coded:
+            capacity = self.capacity or _round_up(max(keys.shape[-2], self._reserved, 1))
+            self.device, self.is_initialized = keys.device, True
+            self._allocate(keys.to(kv_codes.KEYS), values, capacity)
+        start, end = self.length, self.length + keys.shape[-2]
+        self.reserve(end)
+        kv_codes.write_keys(self.keys, start, keys)
+        self.values[..., start:end, :] = values
+        self.key_scales[..., start:end] = key_scales
+        self.value_scales[..., start:end] = value_scales
+        self.length = end
+
     def claim(self, positions: int, dtype: torch.dtype) -> int | None:
         """For a kernel that writes keys and values into the buffers itself: the
         position where `positions` more go, the length moved past them. None when the
@@ -137,8 +172,14 @@ class PreallocatedLayer(CacheLayerMixin):
 
     def move(self, source: torch.Tensor, target: torch.Tensor) -> None:
         """Copy positions `source` to positions `target` (index tensors)."""
-        for tensor in (self.keys, self.values):
-            tensor[..., target.to(tensor.device), :] = tensor[..., source.to(tensor.device), :]
+        source, target = source.to(self.keys.device), target.to(self.keys.device)
+        if self.coded:
+            kv_codes.move_keys(self.keys, source, target)
+            for tensor in (self.key_scales, self.value_scales):
+                tensor[..., target] = tensor[..., source]
+        else:
+            self.keys[..., target, :] = self.keys[..., source, :]
+        self.values[..., target, :] = self.values[..., source, :]
 
 
 class KVCache(Cache):

@@ -4,7 +4,7 @@ They register torch operators under `torch.ops.specchat_cpu`:
 - `q8_0_mm`, `q4_1_mm`: GGUF's 8-bit and 4-bit blocks against activations as
   two int8 codes per block, the weights read once per pass (block_formats.py);
 - `attend_rows`: attention for the few query rows of a step or a verify pass
-  (lean_decoder.py);
+  (lean_decoder.py), over a bf16, fp32 or int8 cache (kv_codes.py);
 - `rms_norm`, `rotate_into_cache`, `silu_mul`: the steps between a lean layer's
   products, one operator each instead of a chain of torch's small ones
   (kernels/glue.cpp).

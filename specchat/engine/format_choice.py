@@ -15,6 +15,12 @@ Two measurements, on the warm-up text (warmup.WARMUP_TEXT):
    as the chat loop runs them), or the plain step's tokens/s without one. Formats
    alternate, twice each, so drift does not favour one.
 
+3. The KV cache, for a format whose cache is bf16: int8 (kv_codes.py) where it
+   stays within MAX_KL on the warm-up text and its attention over LONG_CONTEXT
+   positions, as the kernel runs it on a cache of the model's shape, takes at most
+   KV_GAIN of bf16's; else bf16. A short chat reads little of its cache, a long
+   document nearly all of it, so the long read decides.
+
 The choice is stored in the user cache (formats/<model>.json) under a key naming
 the CPU, torch and the drafter, so a later load on the same machine skips both
 measurements; another machine (an AVX2 EPYC, an AMX Xeon) measures its own.
@@ -30,7 +36,7 @@ from typing import Callable
 
 import torch
 
-from specchat.engine import cpu_kernels, lean_decoder, weight_formats
+from specchat.engine import cpu_kernels, kv_codes, lean_decoder, weight_formats
 from specchat.engine.drafters import Drafter, NoDrafter
 from specchat.engine.forward import forward_logits, new_cache
 from specchat.engine.machine import cpu_name
@@ -44,13 +50,15 @@ MAX_KL = 1e-3
 # with smoldraft where int4-q8head ran the same one-shot prompts at 127 (fp16 111).
 K_PROBE = 2
 ROUNDS = 16
+LONG_CONTEXT = 4096
+KV_GAIN = 0.9
 # Bumped when the lean decoder's arithmetic changes (2: a bf16 KV cache for the bf16
 # formats; 3: specchat's attention kernel for steps and verify passes, the q8_0 head;
 # 4: the glue kernels; 5: probe rounds of K_PROBE 2; 6: attention by kv-head group and
 # chunk, silu by the vector unit; 7: the q4_1 format, the q8_0 head by tiles of sixteen
-# outputs against two int8 codes an input), so choices measured on the old one are
-# measured again.
-DECODER_VERSION = 7
+# outputs against two int8 codes an input; 8: the int8 KV cache), so choices measured
+# on the old one are measured again.
+DECODER_VERSION = 8
 
 
 @dataclass
@@ -58,6 +66,7 @@ class FormatChoice:
     format: str  # a weight_formats name, or "" where the lean decoder does not apply
     reason: str
     measured: dict[str, dict[str, float]] = field(default_factory=dict)  # format -> {"kl", "tok_s"}
+    kv: str = ""  # "int8": an int8 KV cache (kv_codes.py); "": the format's own
 
 
 def machine_key(drafter_name: str) -> str:
@@ -80,14 +89,15 @@ def _read(path: Path) -> dict:
 
 def remembered(path: Path, key: str) -> FormatChoice | None:
     entry = _read(path).get(key)
-    if not isinstance(entry, dict) or entry.get("format") not in CANDIDATES:
+    if not isinstance(entry, dict) or entry.get("format") not in CANDIDATES or entry.get("kv", "") not in ("", "int8"):
         return None
-    return FormatChoice(entry["format"], "measured before on this machine", entry.get("measured", {}))
+    return FormatChoice(entry["format"], "measured before on this machine", entry.get("measured", {}),
+                        entry.get("kv", ""))
 
 
 def remember(path: Path, key: str, choice: FormatChoice) -> None:
     data = _read(path)
-    data[key] = {"format": choice.format, "measured": choice.measured}
+    data[key] = {"format": choice.format, "kv": choice.kv, "measured": choice.measured}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1))
@@ -100,13 +110,60 @@ def _kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
                                       reduction="batchmean").item()
 
 
-def build(model, name: str) -> lean_decoder.LeanDecoder:
+def build(model, name: str, kv: str = "", calibration: list[int] | None = None) -> lean_decoder.LeanDecoder:
     """The lean decoder with its layers in format `name` and the output layer in the
-    format's own (weight_formats.HEADS), else fp16."""
+    format's own (weight_formats.HEADS), else fp16; kv "int8": an int8 KV cache, its
+    key channels calibrated on `calibration` (token ids)."""
     head = weight_formats.HEADS.get(name) or ("fp16" if weight_formats.available("fp16") else "fp32")
     bf16 = name in weight_formats.BF16_CACHE
-    return lean_decoder.LeanDecoder(model, weight_formats.maker(name), weight_formats.maker(head), exact=bf16,
-                                    kv_dtype=torch.bfloat16 if bf16 else torch.float32)
+    kv_dtype = torch.int8 if kv == "int8" else torch.bfloat16 if bf16 else torch.float32
+    decoder = lean_decoder.LeanDecoder(model, weight_formats.maker(name), weight_formats.maker(head), exact=bf16,
+                                       kv_dtype=kv_dtype)
+    if kv == "int8":
+        decoder.calibrate_key_channels(calibration)
+    return decoder
+
+
+def _long_attention_ms(model, kv: str) -> float:
+    """One step's attention over LONG_CONTEXT positions in every layer, as the kernel
+    reads a cache of this model's shape (one buffer a layer, so memory is read as a
+    long document's step reads it)."""
+    import time
+
+    config = model.config
+    heads, d = config.num_attention_heads, kv_codes.head_size(config)
+    kv_heads, layers = config.num_key_value_heads, config.num_hidden_layers
+    shape = (kv_heads, LONG_CONTEXT, d)
+    if kv == "int8":
+        caches = [(torch.full(shape, 128, dtype=torch.uint8), torch.ones(shape, dtype=torch.int8),
+                   torch.full(shape[:2], 0.01), torch.full(shape[:2], 0.01)) for _ in range(layers)]
+    else:
+        caches = [(torch.ones(shape, dtype=torch.bfloat16), torch.ones(shape, dtype=torch.bfloat16))
+                  for _ in range(layers)]
+    queries, visible = torch.ones(heads, 1, d), torch.ones(1, LONG_CONTEXT, dtype=torch.bool)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for cache in caches:
+            torch.ops.specchat_cpu.attend_rows(queries, cache[0], cache[1], visible, 0.125, *cache[2:])
+        times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def choose_kv(model, tokenizer, name: str, progress: Callable[[str], None] = lambda _m: None
+              ) -> tuple[str, dict[str, float]]:
+    """The KV cache for format `name` (int8 or the format's own, "") and what was measured."""
+    if name not in weight_formats.BF16_CACHE or not cpu_kernels.available() \
+            or kv_codes.head_size(model.config) % kv_codes.BLOCK:
+        return "", {}
+    progress("choosing the KV cache: int8 fidelity and speed…")
+    ids = tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"]
+    reference = forward_logits(model, new_cache(model), ids, keep=len(ids))
+    decoder = build(model, name, "int8", ids)
+    kl = _kl(decoder.logits(ids, new_cache(model), keep=len(ids)), reference)
+    bf16_ms, int8_ms = _long_attention_ms(model, ""), _long_attention_ms(model, "int8")
+    measured = {"kl": round(kl, 6), "bf16_ms": round(bf16_ms, 2), "int8_ms": round(int8_ms, 2)}
+    return ("int8" if kl <= MAX_KL and int8_ms <= KV_GAIN * bf16_ms else ""), measured
 
 
 def measure(model, tokenizer, drafter: Drafter, progress: Callable[[str], None] = lambda _m: None) -> FormatChoice:
@@ -161,15 +218,18 @@ def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], 
         choice = FormatChoice("", f"transformers' forward ({why_not})")
     elif forced is not None:
         choice = FormatChoice(forced, "asked for (--quant)")
+        choice.kv, choice.measured["kv int8"] = choose_kv(model, target.tokenizer, forced, progress)
     else:
         path, key = store_path(cache_dir, target.name), machine_key(drafter.name)
         choice = remembered(path, key)
         if choice is None:
             choice = measure(model, target.tokenizer, drafter, progress)
             if choice.format:
+                choice.kv, choice.measured["kv int8"] = choose_kv(model, target.tokenizer, choice.format, progress)
                 remember(path, key, choice)
     if choice.format:
-        lean_decoder.attach(model, build(model, choice.format))
+        calibration = target.tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"] if choice.kv else None
+        lean_decoder.attach(model, build(model, choice.format, choice.kv, calibration))
         target.precision = choice.format
     if fp16_linear.available():
         fp16_linear.pack_fp16(model)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specchat.engine import cpu_kernels
+from specchat.engine import cpu_kernels, kv_codes
 from specchat.engine.cache import KVCache
 from specchat.engine.windows import layer_windows
 
@@ -178,6 +178,9 @@ class LeanLayer(nn.Module):
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = attention.scaling
+        # an int8 cache (kv_codes.py): keys stored divided by these, queries multiplied
+        self.coded = kv_dtype == torch.int8
+        self.channels = torch.ones(self.kv_heads, self.head_dim)
         self.qkv = make_linear(*_fused(attention.q_proj, attention.k_proj, attention.v_proj))
         self.out = make_linear(*_fused(attention.o_proj))
         self.gate_up = make_linear(*_fused(mlp.gate_proj, mlp.up_proj))
@@ -199,10 +202,11 @@ class LeanLayer(nn.Module):
         glue = isinstance(rows, torch.Tensor)  # specchat's kernels: the attention's, and the steps between products
         qkv = self.qkv(_norm(x, self.norms[0], glue, into=self.qkv))
         if glue and not self.qk_norms:
-            start = cache_layer.claim(t, self.kv_dtype)
+            start = cache_layer.claim(t, kv_codes.KEYS if self.coded else self.kv_dtype)
             if start is not None:  # rotated queries; rotated keys and the values written to the cache
+                codes = (cache_layer.key_scales[0], cache_layer.value_scales[0], self.channels) if self.coded else ()
                 queries = torch.ops.specchat_cpu.rotate_into_cache(qkv, cos, sin, cache_layer.keys[0],
-                                                                   cache_layer.values[0], start, heads)
+                                                                   cache_layer.values[0], start, heads, *codes)
                 return self._attend_and_mlp(x, queries, cache_layer, rows)
         qkv = qkv.float().view(t, -1, d)
         qk, v = qkv[:, : heads + self.kv_heads], qkv[:, heads + self.kv_heads:]
@@ -210,6 +214,8 @@ class LeanLayer(nn.Module):
             (qw, qe), (kw, ke) = self.qk_norms
             qk = torch.cat([F.rms_norm(qk[:, :heads], (d,), qw, qe), F.rms_norm(qk[:, heads:], (d,), kw, ke)], 1)
         qk = _rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)  # queries and keys in one rotation
+        if self.coded:
+            return self._attend_coded(x, qk, v.transpose(0, 1), cache_layer, mask, rows)
         if glue:  # the kernel: fp32 queries, each row over what it sees
             cache_layer.update(qk[None, heads:].to(self.kv_dtype), v.transpose(0, 1)[None].to(self.kv_dtype))
             return self._attend_and_mlp(x, qk[:heads].contiguous(), cache_layer, rows)
@@ -225,11 +231,29 @@ class LeanLayer(nn.Module):
         x = x + self.out(attended[0].transpose(0, 1).reshape(t, -1))  # a bf16 output promotes exactly
         return self._mlp(x)
 
+    def _attend_coded(self, x: torch.Tensor, qk: torch.Tensor, v: torch.Tensor, cache_layer,
+                      mask: torch.Tensor | None, rows) -> torch.Tensor:
+        """An int8 cache's write and attention where rotate_into_cache does not write
+        (a prefill, a buffer to grow): qk [heads + kv heads, t, d] rotated, v [kv heads, t, d]."""
+        heads = self.heads
+        keys, key_scales = kv_codes.to_codes(qk[heads:] / self.channels[:, None])
+        values, value_scales = kv_codes.to_codes(v)
+        cache_layer.update_codes(keys[None], key_scales[None], values[None], value_scales[None])
+        if isinstance(rows, torch.Tensor):  # specchat's kernel: queries times the keys' channel factors
+            factors = self.channels.repeat_interleave(heads // self.kv_heads, 0)[:, None]
+            return self._attend_and_mlp(x, (qk[:heads] * factors).contiguous(), cache_layer, rows)
+        keys, values = kv_codes.dequantized(cache_layer, self.channels)  # fp32, for sdpa
+        attended = F.scaled_dot_product_attention(qk[None, :heads], keys, values, attn_mask=mask, scale=self.scale,
+                                                  enable_gqa=self.kv_heads != heads)
+        x = x + self.out(attended[0].transpose(0, 1).reshape(x.shape[0], -1))
+        return self._mlp(x)
+
     def _attend_and_mlp(self, x: torch.Tensor, queries: torch.Tensor, cache_layer, rows: torch.Tensor) -> torch.Tensor:
         """The rest of a layer on specchat's kernels: queries [heads, t, d] fp32 over the
         cache (these rows' keys and values in it), each row over what it sees."""
+        codes = (cache_layer.key_scales[0], cache_layer.value_scales[0]) if self.coded else ()
         attended = torch.ops.specchat_cpu.attend_rows(queries, cache_layer.keys[0], cache_layer.values[0],
-                                                      rows, self.scale)
+                                                      rows, self.scale, *codes)
         x = x + self.out(attended)
         gate_up = self.gate_up(_norm(x, self.norms[1], glue=True, into=self.gate_up))
         return x + self.down(torch.ops.specchat_cpu.silu_mul(gate_up, _takes_bf16(self.down)))
@@ -284,8 +308,21 @@ class LeanDecoder(nn.Module):
         # builds: each row over exactly what it sees, so exact whatever the format, and
         # on a 2-core EPYC ~10x faster than sdpa in bf16, 2x in fp32 (cpu_kernels.py)
         self.row_kernel = cpu_kernels.available()
+        if kv_dtype == torch.int8 and (not self.row_kernel or kv_codes.head_size(model.config) % kv_codes.BLOCK):
+            raise ValueError(f"an int8 KV cache needs specchat's CPU kernels and heads of a multiple of "
+                             f"{kv_codes.BLOCK} elements")
         self.body = LeanBody(model, make_linear, kv_dtype)
         self.head = (make_head or make_linear)(*_fused(model.get_output_embeddings()))
+
+    @torch.inference_mode()
+    def calibrate_key_channels(self, token_ids: list[int]) -> None:
+        """An int8 cache's per-channel key factors (kv_codes.py), from the keys of a
+        text (the warm-up text) as this decoder computes them."""
+        cache = KVCache(len(self.body.layers))
+        self.logits(token_ids, cache, keep=0)
+        for layer, cache_layer in zip(self.body.layers, cache.layers):
+            keys, _ = kv_codes.dequantized(cache_layer, layer.channels)
+            layer.channels = kv_codes.channel_factors(keys[0])
 
     @torch.inference_mode()
     def logits(self, token_ids: list[int], cache: KVCache, keep: int,

@@ -47,13 +47,15 @@ LEAN = ["llama", "mistral", "qwen2", "qwen3"]
 
 
 def build(family: str, vocab_size: int = 64, seed: int = 0, layers: int = 2, hidden: int = 64,
-          window: int = WINDOW, attention: str | None = None):
+          window: int = WINDOW, attention: str | None = None, head_dim: int | None = None):
     """attention: "sdpa" or "eager"; None lets transformers choose (sdpa where the family has it).
-    window=None: full attention in every layer (mistral, qwen2, qwen3)."""
+    window=None: full attention in every layer (mistral, qwen2, qwen3). head_dim: the
+    family's own (16 where it names one, else hidden / 4) unless given."""
     config_class, model_class, extra = FAMILIES[family]
     torch.manual_seed(seed)
+    fields = {**_COMMON, **extra(layers, window), **({"head_dim": head_dim} if head_dim else {})}
     config = config_class(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                          num_hidden_layers=layers, **_COMMON, **extra(layers, window))
+                          num_hidden_layers=layers, **fields)
     if attention is not None:
         config._attn_implementation = attention
     model = model_class(config).eval()

@@ -25,9 +25,12 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "attend_chunk.h"
+#include "attend_codes.h"
 #include "library.h"
 
 namespace {
@@ -36,6 +39,12 @@ using specchat_kernels::kChunk;
 
 struct Shape {
   int64_t heads, rows, d, kv_heads, capacity, length, group;
+};
+
+// An int8 cache's per-position scales, [kv heads, capacity] each
+struct CodeScales {
+  const float* keys = nullptr;
+  const float* values = nullptr;
 };
 
 // The chunk's pieces for each head of a group: [max, sum, acc[d]] per head, acc in
@@ -53,14 +62,33 @@ void attend_chunk(const float* q, const T* keys, const T* values, const int32_t*
   specchat_kernels::chunk_scalar<T>(q, keys, values, seen, count, s.d, s.group, scale, pieces, scores.data());
 }
 
+// The same over an int8 cache (attend_codes.h): heads, the group's queries as codes
+void attend_code_chunk(const specchat_kernels::QueryCodes* heads, const uint8_t* keys, const int8_t* values,
+                       CodeScales scales, const int32_t* seen, int64_t count, const Shape& s, float scale,
+                       float* pieces, std::vector<float>& scores, std::vector<float>& spanned) {
+  scores.resize(s.group * kChunk);
+  specchat_kernels::code_scores(keys, scales.keys, heads, seen, count, s.d, s.group, scale, kChunk, scores.data(),
+                                spanned);
+#ifdef SPECCHAT_VECTOR_UNIT
+  if (specchat_kernels::uses_vector_path(s.d)) {
+    specchat_kernels::pieces_vectors<int8_t>(values, scales.values, seen, count, s.d, s.group, pieces, scores.data());
+    return;
+  }
+#endif
+  specchat_kernels::pieces_scalar<int8_t>(values, scales.values, seen, count, s.d, s.group, pieces, scores.data());
+}
+
+// T: the cache's keys (float, bf16, or uint8 for an int8 cache's key tiles)
 template <typename T>
 void attend_all(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& visible,
-                double scale, at::Tensor& out) {
+                double scale, CodeScales scales, at::Tensor& out) {
+  constexpr bool kCodes = std::is_same<T, uint8_t>::value;
+  using Values = typename std::conditional<kCodes, int8_t, T>::type;
   Shape s{q.size(0), q.size(1), q.size(2), keys.size(0), keys.size(1), visible.size(1), 0};
   s.group = s.heads / s.kv_heads;
   const float* qp = q.data_ptr<float>();
-  const T* kp = keys.data_ptr<T>();
-  const T* vp = values.data_ptr<T>();
+  const T* kp = static_cast<const T*>(keys.data_ptr());
+  const Values* vp = static_cast<const Values*>(values.data_ptr());
   const bool* mp = visible.data_ptr<bool>();
   const bool vector_layout = specchat_kernels::uses_vector_path(s.d);
 
@@ -69,32 +97,49 @@ void attend_all(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& v
   int64_t chunks = 1;
   for (int64_t row = 0; row < s.rows; ++row) {
     const bool* m = mp + row * s.length;
-    for (int64_t j = 0; j < s.length; ++j) {
-      if (m[j]) seen[row].push_back(static_cast<int32_t>(j));
+    if (std::find(m, m + s.length, false) == m + s.length) {  // a step's row sees everything: 0..length
+      seen[row].resize(s.length);
+      std::iota(seen[row].begin(), seen[row].end(), 0);
+    } else {
+      for (int64_t j = 0; j < s.length; ++j) {
+        if (m[j]) seen[row].push_back(static_cast<int32_t>(j));
+      }
     }
     chunks = std::max<int64_t>(chunks, (static_cast<int64_t>(seen[row].size()) + kChunk - 1) / kChunk);
   }
-  // queries in the layout the chunks' loads use, one block per (row, head)
+  // queries in the layout the chunks' loads use, one block per (row, head); as codes for an int8 cache
   std::vector<float> arranged(s.rows * s.heads * s.d);
+  std::vector<specchat_kernels::QueryCodes> coded(kCodes ? s.rows * s.heads : 0);
   for (int64_t head = 0; head < s.heads; ++head) {
     for (int64_t row = 0; row < s.rows; ++row) {
-      specchat_kernels::arrange<T>(qp + (head * s.rows + row) * s.d, arranged.data() + (row * s.heads + head) * s.d,
-                                   s.d, vector_layout);
+      const float* from = qp + (head * s.rows + row) * s.d;
+      if constexpr (kCodes) {
+        coded[row * s.heads + head] = specchat_kernels::query_codes(from, s.d);
+      } else {
+        specchat_kernels::arrange<T>(from, arranged.data() + (row * s.heads + head) * s.d, s.d, vector_layout);
+      }
     }
   }
   const int64_t piece = 2 + s.d;
   std::vector<float> pieces(s.kv_heads * chunks * s.rows * s.group * piece);
   // rows innermost: consecutive tasks on a thread read the same chunk of keys and values
   at::parallel_for(0, s.kv_heads * chunks * s.rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores;
+    std::vector<float> scores, spanned;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t row = task % s.rows, chunk = task / s.rows % chunks, kv = task / s.rows / chunks;
       const int64_t first = chunk * kChunk;
       const int64_t count = std::min<int64_t>(kChunk, static_cast<int64_t>(seen[row].size()) - first);
       if (count <= 0) continue;
-      attend_chunk<T>(arranged.data() + (row * s.heads + kv * s.group) * s.d, kp + kv * s.capacity * s.d,
-                      vp + kv * s.capacity * s.d, seen[row].data() + first, count, s, static_cast<float>(scale),
-                      pieces.data() + task * s.group * piece, scores);
+      const int64_t head = row * s.heads + kv * s.group, at = kv * s.capacity * s.d;
+      float* own = pieces.data() + task * s.group * piece;
+      if constexpr (kCodes) {
+        const CodeScales kv_scales{scales.keys + kv * s.capacity, scales.values + kv * s.capacity};
+        attend_code_chunk(coded.data() + head, kp + at, vp + at, kv_scales, seen[row].data() + first, count, s,
+                          static_cast<float>(scale), own, scores, spanned);
+      } else {
+        attend_chunk<T>(arranged.data() + head * s.d, kp + at, vp + at, seen[row].data() + first, count, s,
+                        static_cast<float>(scale), own, scores);
+      }
     }
   });
   float* op = out.data_ptr<float>();
@@ -107,29 +152,47 @@ void attend_all(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& v
         return pieces.data() + (((kv * chunks + chunk) * s.rows + row) * s.group + member) * piece;
       };
       specchat_kernels::merge(at, used, s.d, merged.data());
-      specchat_kernels::unarrange<T>(merged.data(), op + (row * s.heads + head) * s.d, s.d, vector_layout);
+      specchat_kernels::unarrange<Values>(merged.data(), op + (row * s.heads + head) * s.d, s.d, vector_layout);
     }
   }
 }
 
-// q [heads, rows, d] fp32; keys, values [kv heads, capacity, d] (fp32 or bf16);
-// visible bool [rows, length <= capacity]. Returns [rows, heads * d] fp32.
+// q [heads, rows, d] fp32; keys, values [kv heads, capacity, d]: fp32, bf16, or an
+// int8 cache (keys uint8 in tiles, values int8, key_scales and value_scales [kv
+// heads, capacity] fp32: kv_codes.py); visible bool [rows, length <= capacity].
+// Returns [rows, heads * d] fp32.
 at::Tensor attend_rows(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
-                       const at::Tensor& visible, double scale) {
+                       const at::Tensor& visible, double scale, const c10::optional<at::Tensor>& key_scales,
+                       const c10::optional<at::Tensor>& value_scales) {
   TORCH_CHECK(q.dim() == 3 && q.dtype() == at::kFloat && q.is_contiguous(), "q: fp32 [heads, rows, d]");
-  TORCH_CHECK(keys.dim() == 3 && keys.sizes() == values.sizes() && keys.dtype() == values.dtype() &&
-                  keys.is_contiguous() && values.is_contiguous() && keys.size(2) == q.size(2),
+  TORCH_CHECK(keys.dim() == 3 && keys.sizes() == values.sizes() && keys.is_contiguous() && values.is_contiguous() &&
+                  keys.size(2) == q.size(2),
               "keys, values: [kv heads, capacity, d]");
   TORCH_CHECK(q.size(0) % keys.size(0) == 0, "heads must be a multiple of kv heads");
   TORCH_CHECK(visible.dim() == 2 && visible.dtype() == at::kBool && visible.is_contiguous() &&
                   visible.size(0) == q.size(1) && visible.size(1) <= keys.size(1),
               "visible: bool [rows, length]");
   at::Tensor out = at::empty({q.size(1), q.size(0) * q.size(2)}, q.options());
+  if (keys.dtype() == at::kByte) {
+    TORCH_CHECK(values.dtype() == at::kChar && key_scales.has_value() && value_scales.has_value(),
+                "an int8 cache: uint8 key tiles, int8 values and their scales");
+    TORCH_CHECK(keys.size(1) % specchat_kernels::kTile == 0 && keys.size(2) % specchat_kernels::kBlock == 0,
+                "an int8 cache: capacity a multiple of 16, head size of 32");
+    for (const at::Tensor& t : {*key_scales, *value_scales}) {
+      TORCH_CHECK(t.dtype() == at::kFloat && t.is_contiguous() && t.dim() == 2 && t.size(0) == keys.size(0) &&
+                      t.size(1) == keys.size(1),
+                  "key_scales, value_scales: fp32 [kv heads, capacity]");
+    }
+    attend_all<uint8_t>(q, keys, values, visible, scale, {key_scales->data_ptr<float>(), value_scales->data_ptr<float>()},
+                        out);
+    return out;
+  }
+  TORCH_CHECK(keys.dtype() == values.dtype(), "keys, values: one dtype");
   if (keys.dtype() == at::kBFloat16) {
-    attend_all<c10::BFloat16>(q, keys, values, visible, scale, out);
+    attend_all<c10::BFloat16>(q, keys, values, visible, scale, {}, out);
   } else {
-    TORCH_CHECK(keys.dtype() == at::kFloat, "keys, values: fp32 or bf16");
-    attend_all<float>(q, keys, values, visible, scale, out);
+    TORCH_CHECK(keys.dtype() == at::kFloat, "keys, values: fp32, bf16, or an int8 cache");
+    attend_all<float>(q, keys, values, visible, scale, {}, out);
   }
   return out;
 }
@@ -137,7 +200,8 @@ at::Tensor attend_rows(const at::Tensor& q, const at::Tensor& keys, const at::Te
 }  // namespace
 
 SPECCHAT_FRAGMENT(SPECCHAT_LIBRARY, m) {
-  m.def("attend_rows(Tensor q, Tensor keys, Tensor values, Tensor visible, float scale) -> Tensor");
+  m.def("attend_rows(Tensor q, Tensor keys, Tensor values, Tensor visible, float scale, Tensor? key_scales=None, "
+        "Tensor? value_scales=None) -> Tensor");
 }
 
 SPECCHAT_IMPL(SPECCHAT_LIBRARY, CPU, m) { m.impl("attend_rows", &attend_rows); }

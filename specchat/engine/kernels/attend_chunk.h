@@ -45,17 +45,15 @@ inline void exp_nonpositive(float* x, int64_t count) {  // the scalar path's
   }
 }
 
-// Any head size, any vector unit: the compiler vectorizes dot and the value sums.
+// A chunk's scores (each head's row of kChunk in `scores`) to its softmax pieces, and
+// the values weighted by them; a value's weight times its scale for an int8 cache.
 template <typename T>
-void chunk_scalar(const float* q, const T* keys, const T* values, const int32_t* seen, int64_t count, int64_t d,
-                  int64_t group, float scale, float* pieces, float* scores) {
+void pieces_scalar(const T* values, const float* value_scales, const int32_t* seen, int64_t count, int64_t d,
+                   int64_t group, float* pieces, float* scores) {
   for (int64_t h = 0; h < group; ++h) {
     float* own = scores + h * kChunk;
     float best = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < count; ++i) {
-      own[i] = dot(q + h * d, keys + seen[i] * d, d) * scale;
-      best = std::fmax(best, own[i]);
-    }
+    for (int64_t i = 0; i < count; ++i) best = std::fmax(best, own[i]);
     for (int64_t i = 0; i < count; ++i) own[i] -= best;
     exp_nonpositive(own, count);
     float total = 0.f;
@@ -67,12 +65,23 @@ void chunk_scalar(const float* q, const T* keys, const T* values, const int32_t*
   }
   for (int64_t i = 0; i < count; ++i) {  // each value row once for the whole group
     const T* v = values + seen[i] * d;
+    const float factor = value_scales != nullptr ? value_scales[seen[i]] : 1.f;
     for (int64_t h = 0; h < group; ++h) {
       float* acc = pieces + h * (2 + d) + 2;
-      const float p = scores[h * kChunk + i];
+      const float p = scores[h * kChunk + i] * factor;
       for (int64_t e = 0; e < d; ++e) acc[e] += p * widen(v[e]);
     }
   }
+}
+
+// Any head size, any vector unit: the compiler vectorizes dot and the value sums.
+template <typename T>
+void chunk_scalar(const float* q, const T* keys, const T* values, const int32_t* seen, int64_t count, int64_t d,
+                  int64_t group, float scale, float* pieces, float* scores) {
+  for (int64_t h = 0; h < group; ++h) {
+    for (int64_t i = 0; i < count; ++i) scores[h * kChunk + i] = dot(q + h * d, keys + seen[i] * d, d) * scale;
+  }
+  pieces_scalar<T>(values, nullptr, seen, count, d, group, pieces, scores);
 }
 
 // The softmax pieces of a row's chunks, merged in chunk order into out[d]
@@ -117,6 +126,63 @@ void unarrange(const float* from, float* to, int64_t d, bool vector_layout) {
 }
 
 #ifdef SPECCHAT_VECTOR_UNIT
+// Heads whose R registers of a row fit beside R others
+constexpr int fitting_heads(int registers_a_row) {
+  return (VectorUnit::kRegisters - registers_a_row - 2) / registers_a_row;
+}
+
+// The values weighted by e^(score - max) (scores: each head's row of kChunk), into
+// the pieces' acc; each value is widened once for S heads, its weight times its
+// scale for an int8 cache.
+template <typename T, int B>
+void weigh_values(const T* values, const float* value_scales, const int32_t* seen, int64_t count, int64_t group,
+                  float* pieces, const float* scores) {
+  using V = VectorUnit;
+  using Reg = V::Reg;
+  constexpr int L = V::kLanes, R = 2 * B;
+  constexpr int64_t d = L * R;
+  constexpr int S = fitting_heads(R) >= 1 ? fitting_heads(R) : 1;
+  for (int64_t h0 = 0; h0 < group; h0 += S) {
+    const int64_t hs = std::min<int64_t>(S, group - h0);
+    Reg acc[S][R];
+    for (int h = 0; h < S; ++h)
+      for (int r = 0; r < R; ++r) acc[h][r] = V::zero();
+    for (int64_t i = 0; i < count; ++i) {
+      Reg v[R];
+      const T* row = values + seen[i] * d;
+      {  // 32 positions on, from memory beside the products (a prefetch past the buffer is a no-op)
+        const char* ahead = reinterpret_cast<const char*>(row + 32 * d);
+        for (int64_t line = 0; line < d * static_cast<int64_t>(sizeof(T)); line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+      }
+      for (int b = 0; b < B; ++b) V::load_pair(row + 2 * L * b, v[2 * b], v[2 * b + 1]);
+      const float factor = value_scales != nullptr ? value_scales[seen[i]] : 1.f;
+      for (int h = 0; h < S; ++h) {
+        if (h >= hs) break;
+        const Reg p = V::set1(scores[(h0 + h) * kChunk + i] * factor);
+        for (int r = 0; r < R; ++r) acc[h][r] = V::fma(p, v[r], acc[h][r]);
+      }
+    }
+    for (int h = 0; h < hs; ++h)
+      for (int r = 0; r < R; ++r) V::store(pieces + (h0 + h) * (2 + d) + 2 + L * r, acc[h][r]);
+  }
+}
+
+// A head's scores less their maximum `top`, exponentiated in place; top and their sum
+// go to the head's piece
+inline void exp_and_sum(float* own, int64_t count, float top, float* piece) {
+  using V = VectorUnit;
+  using Reg = V::Reg;
+  constexpr int L = V::kLanes;
+  Reg total = V::zero();
+  for (int64_t base = 0; base < count; base += L) {
+    const Reg e = exp_nonpositive(V::sub(V::load(own + base), V::set1(top)));
+    V::store(own + base, e);
+    total = V::add(total, V::first_or(e, std::min<int64_t>(L, count - base), V::zero()));
+  }
+  piece[0] = top;
+  piece[1] = V::reduce_add(total);
+}
+
 // B spans of 2 * lanes elements a head. Each key is widened once for G heads, each
 // value once for S heads; the G heads' queries stay in registers where they fit
 // beside the key (AVX-512 up to d = 128), else they are read from L1.
@@ -127,10 +193,9 @@ void chunk_vector(const float* q, const T* keys, const T* values, const int32_t*
   using Reg = V::Reg;
   constexpr int L = V::kLanes, R = 2 * B;  // lanes; registers one head's row fills
   constexpr int64_t d = L * R;
-  constexpr int kFit = (V::kRegisters - R - 2) / R;  // heads whose R registers fit beside R others
+  constexpr int kFit = fitting_heads(R);
   constexpr bool kHoldQueries = kFit >= 1;
   constexpr int G = kHoldQueries ? kFit : 8;
-  constexpr int S = kFit >= 1 ? kFit : 1;
   for (int64_t h0 = 0; h0 < group; h0 += G) {  // scores, L positions at a time
     const int64_t hs = std::min<int64_t>(G, group - h0);
     Reg dots[G][L], best[G], held[kHoldQueries ? G : 1][R];
@@ -165,36 +230,33 @@ void chunk_vector(const float* q, const T* keys, const T* values, const int32_t*
       }
     }
     for (int64_t h = 0; h < hs; ++h) {  // e^(score - max) and its sum
-      float* own = scores + (h0 + h) * kChunk;
-      const float top = V::reduce_max(best[h]);
-      Reg total = V::zero();
-      for (int64_t base = 0; base < count; base += L) {
-        const Reg e = exp_nonpositive(V::sub(V::load(own + base), V::set1(top)));
-        V::store(own + base, e);
-        total = V::add(total, V::first_or(e, std::min<int64_t>(L, count - base), V::zero()));
-      }
-      float* piece = pieces + (h0 + h) * (2 + d);
-      piece[0] = top;
-      piece[1] = V::reduce_add(total);
+      exp_and_sum(scores + (h0 + h) * kChunk, count, V::reduce_max(best[h]), pieces + (h0 + h) * (2 + d));
     }
   }
-  for (int64_t h0 = 0; h0 < group; h0 += S) {  // the values weighted by e^(score - max)
-    const int64_t hs = std::min<int64_t>(S, group - h0);
-    Reg acc[S][R];
-    for (int h = 0; h < S; ++h)
-      for (int r = 0; r < R; ++r) acc[h][r] = V::zero();
-    for (int64_t i = 0; i < count; ++i) {
-      Reg v[R];
-      const T* row = values + seen[i] * d;
-      for (int b = 0; b < B; ++b) V::load_pair(row + 2 * L * b, v[2 * b], v[2 * b + 1]);
-      for (int h = 0; h < S; ++h) {
-        if (h >= hs) break;
-        const Reg p = V::set1(scores[(h0 + h) * kChunk + i]);
-        for (int r = 0; r < R; ++r) acc[h][r] = V::fma(p, v[r], acc[h][r]);
-      }
+  weigh_values<T, B>(values, nullptr, seen, count, group, pieces, scores);
+}
+
+// Scores already in `scores` (each head's row of kChunk) to the softmax pieces and
+// the weighted values, as chunk_vector finishes (the int8 cache's path)
+template <typename T>
+void pieces_vectors(const T* values, const float* value_scales, const int32_t* seen, int64_t count, int64_t d,
+                    int64_t group, float* pieces, float* scores) {
+  using V = VectorUnit;
+  constexpr int64_t L = V::kLanes;
+  for (int64_t h = 0; h < group; ++h) {
+    float* own = scores + h * kChunk;
+    V::Reg best = V::set1(-std::numeric_limits<float>::infinity());
+    for (int64_t base = 0; base < count; base += L) {
+      best = V::max(best, V::first_or(V::load(own + base), std::min<int64_t>(L, count - base), best));
     }
-    for (int h = 0; h < hs; ++h)
-      for (int r = 0; r < R; ++r) V::store(pieces + (h0 + h) * (2 + d) + 2 + L * r, acc[h][r]);
+    exp_and_sum(own, count, V::reduce_max(best), pieces + h * (2 + d));
+  }
+  switch (d / (2 * kSpanLanes)) {  // uses_vector_path admits these
+    case 1: return weigh_values<T, 1>(values, value_scales, seen, count, group, pieces, scores);
+    case 2: return weigh_values<T, 2>(values, value_scales, seen, count, group, pieces, scores);
+    case 3: return weigh_values<T, 3>(values, value_scales, seen, count, group, pieces, scores);
+    case 4: return weigh_values<T, 4>(values, value_scales, seen, count, group, pieces, scores);
+    default: return weigh_values<T, 8>(values, value_scales, seen, count, group, pieces, scores);
   }
 }
 

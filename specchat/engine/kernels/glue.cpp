@@ -15,8 +15,10 @@
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "scalar.h"
@@ -68,31 +70,71 @@ void rotate(const T* x, const float* cos, const float* sin, int64_t d, float* ou
   for (int64_t e = half; e < d; ++e) out[e] = widen(x[e]) * cos[e] + widen(x[e - half]) * sin[e];
 }
 
+// An int8 cache's row: codes round(x / scale), scale = max |x| / 127 (as
+// lean_decoder.to_codes rounds a prefill's rows: to nearest, ties to even)
+void to_codes(const float* x, int64_t d, int8_t* codes, float* scale) {
+  float largest = 0.f;
+  for (int64_t e = 0; e < d; ++e) largest = std::max(largest, std::fabs(x[e]));
+  *scale = largest / 127.f;
+  for (int64_t e = 0; e < d; ++e) {
+    codes[e] = static_cast<int8_t>(largest > 0.f ? std::nearbyint(x[e] / *scale) : 0.f);
+  }
+}
+
+// An int8 cache's extras: per-position scales [kv heads, capacity], and the layer's
+// channel factors [kv heads, d] (keys are stored divided by them, queries multiplied)
+struct CodeScales {
+  float* keys = nullptr;
+  float* values = nullptr;
+  const float* channels = nullptr;
+};
+
 template <typename T, typename C>
 void rotate_all(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& keys,
-                at::Tensor& values, int64_t start, int64_t heads, at::Tensor& queries) {
+                at::Tensor& values, CodeScales codes, int64_t start, int64_t heads, at::Tensor& queries) {
   const int64_t t = qkv.size(0), kv_heads = keys.size(0), capacity = keys.size(1), d = keys.size(2);
   const int64_t width = (heads + 2 * kv_heads) * d;
   const T* xp = qkv.data_ptr<T>();
   const float* cp = cos.data_ptr<float>();
   const float* sp = sin.data_ptr<float>();
-  C* kp = keys.data_ptr<C>();
-  C* vp = values.data_ptr<C>();
+  C* kp = static_cast<C*>(keys.data_ptr());  // an int8 cache's: uint8 key tiles (kv_codes.py)
+  C* vp = static_cast<C*>(values.data_ptr());
   float* qp = queries.data_ptr<float>();
-  std::vector<float> rotated(d);
+  std::vector<float> rotated(d), widened(d);
+  std::vector<int8_t> key_codes(d);
+  const int64_t group = heads / kv_heads;
   for (int64_t r = 0; r < t; ++r) {
     const T* row = xp + r * width;
     const float* c = cp + r * d;
     const float* s = sp + r * d;
-    for (int64_t h = 0; h < heads; ++h) rotate(row + h * d, c, s, d, qp + (h * t + r) * d);
+    for (int64_t h = 0; h < heads; ++h) {
+      float* query = qp + (h * t + r) * d;
+      rotate(row + h * d, c, s, d, query);
+      if constexpr (std::is_same<C, int8_t>::value) {
+        for (int64_t e = 0; e < d; ++e) query[e] *= codes.channels[h / group * d + e];
+      }
+    }
     for (int64_t h = 0; h < kv_heads; ++h) {
       rotate(row + (heads + h) * d, c, s, d, rotated.data());
-      C* key = kp + (h * capacity + start + r) * d;
-      C* value = vp + (h * capacity + start + r) * d;
+      const int64_t at = h * capacity + start + r;
+      C* key = kp + at * d;
+      C* value = vp + at * d;
       const T* v = row + (heads + kv_heads + h) * d;
-      for (int64_t e = 0; e < d; ++e) {
-        key[e] = static_cast<C>(rotated[e]);  // to bf16: round to nearest even, as torch's cast
-        value[e] = static_cast<C>(widen(v[e]));
+      if constexpr (std::is_same<C, int8_t>::value) {
+        for (int64_t e = 0; e < d; ++e) {
+          rotated[e] /= codes.channels[h * d + e];
+          widened[e] = widen(v[e]);
+        }
+        to_codes(rotated.data(), d, key_codes.data(), codes.keys + at);
+        to_codes(widened.data(), d, value, codes.values + at);
+        // into the tile of 16 positions: [d / 4][16][4], each code + 128
+        uint8_t* tile = reinterpret_cast<uint8_t*>(kp) + (h * capacity + (start + r) / 16 * 16) * d + (start + r) % 16 * 4;
+        for (int64_t e = 0; e < d; ++e) tile[e / 4 * 64 + e % 4] = static_cast<uint8_t>(key_codes[e] + 128);
+      } else {
+        for (int64_t e = 0; e < d; ++e) {
+          key[e] = static_cast<C>(rotated[e]);  // to bf16: round to nearest even, as torch's cast
+          value[e] = static_cast<C>(widen(v[e]));
+        }
       }
     }
   }
@@ -100,11 +142,14 @@ void rotate_all(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& 
 
 // qkv [rows, (heads + 2 kv heads) * d] (bf16 or fp32, a fused product's output);
 // cos, sin [rows, d] fp32; keys, values: a layer's cache buffers [kv heads, capacity,
-// d] (fp32 or bf16), written at positions start..start + rows. Returns the rotated
-// queries [heads, rows, d] fp32.
+// d] (fp32, bf16, or int8 codes with their scales and the layer's channel factors),
+// written at positions start..start + rows. Returns the rotated queries [heads, rows,
+// d] fp32 (times the channel factors for an int8 cache).
 at::Tensor rotate_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, at::Tensor keys,
-                             at::Tensor values, int64_t start, int64_t heads) {
-  TORCH_CHECK(keys.dim() == 3 && keys.sizes() == values.sizes() && keys.dtype() == values.dtype() &&
+                             at::Tensor values, int64_t start, int64_t heads,
+                             const c10::optional<at::Tensor>& key_scales, const c10::optional<at::Tensor>& value_scales,
+                             const c10::optional<at::Tensor>& channels) {
+  TORCH_CHECK(keys.dim() == 3 && keys.sizes() == values.sizes() &&
                   keys.is_contiguous() && values.is_contiguous(),
               "keys, values: [kv heads, capacity, d]");
   const int64_t d = keys.size(2), t = qkv.size(0);
@@ -116,17 +161,36 @@ at::Tensor rotate_into_cache(const at::Tensor& qkv, const at::Tensor& cos, const
               "cos, sin: fp32 [rows, d]");
   TORCH_CHECK(start >= 0 && start + t <= keys.size(1), "the rows must fit the buffers");
   at::Tensor queries = at::empty({heads, t, d}, qkv.options().dtype(at::kFloat));
-  const bool bf16_in = qkv.dtype() == at::kBFloat16, bf16_cache = keys.dtype() == at::kBFloat16;
+  const bool bf16_in = qkv.dtype() == at::kBFloat16;
   TORCH_CHECK(bf16_in || qkv.dtype() == at::kFloat, "qkv: bf16 or fp32");
-  TORCH_CHECK(bf16_cache || keys.dtype() == at::kFloat, "keys, values: bf16 or fp32");
-  if (bf16_in && bf16_cache) {
-    rotate_all<c10::BFloat16, c10::BFloat16>(qkv, cos, sin, keys, values, start, heads, queries);
-  } else if (bf16_in) {
-    rotate_all<c10::BFloat16, float>(qkv, cos, sin, keys, values, start, heads, queries);
-  } else if (bf16_cache) {
-    rotate_all<float, c10::BFloat16>(qkv, cos, sin, keys, values, start, heads, queries);
+  CodeScales codes;
+  auto run = [&](auto cached) {
+    using C = decltype(cached);
+    if (bf16_in) {
+      rotate_all<c10::BFloat16, C>(qkv, cos, sin, keys, values, codes, start, heads, queries);
+    } else {
+      rotate_all<float, C>(qkv, cos, sin, keys, values, codes, start, heads, queries);
+    }
+  };
+  if (keys.dtype() == at::kByte) {
+    TORCH_CHECK(values.dtype() == at::kChar && key_scales.has_value() && value_scales.has_value() &&
+                    channels.has_value() && keys.size(1) % 16 == 0 && d % 4 == 0,
+                "an int8 cache: uint8 key tiles, int8 values, their scales and channel factors");
+    for (const at::Tensor& t : {*key_scales, *value_scales}) {
+      TORCH_CHECK(t.dtype() == at::kFloat && t.is_contiguous() && t.dim() == 2 && t.size(0) == keys.size(0) &&
+                      t.size(1) == keys.size(1),
+                  "key_scales, value_scales: fp32 [kv heads, capacity]");
+    }
+    TORCH_CHECK(channels->dtype() == at::kFloat && channels->is_contiguous() && channels->numel() == keys.size(0) * d,
+                "channels: fp32 [kv heads, d]");
+    TORCH_CHECK(heads % keys.size(0) == 0, "heads must be a multiple of kv heads");
+    codes = {key_scales->data_ptr<float>(), value_scales->data_ptr<float>(), channels->data_ptr<float>()};
+    run(int8_t{});
+  } else if (keys.dtype() == at::kBFloat16 && values.dtype() == keys.dtype()) {
+    run(c10::BFloat16{});
   } else {
-    rotate_all<float, float>(qkv, cos, sin, keys, values, start, heads, queries);
+    TORCH_CHECK(keys.dtype() == at::kFloat && values.dtype() == keys.dtype(), "keys, values: bf16, fp32 or int8");
+    run(float{});
   }
   return queries;
 }
@@ -183,7 +247,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up, bool bf16) {
 TORCH_LIBRARY_FRAGMENT(specchat_cpu, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps, bool bf16) -> Tensor");
   m.def("rotate_into_cache(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, int start, "
-        "int heads) -> Tensor");
+        "int heads, Tensor(c!)? key_scales=None, Tensor(d!)? value_scales=None, Tensor? channels=None) -> Tensor");
   m.def("silu_mul(Tensor gate_up, bool bf16) -> Tensor");
 }
 

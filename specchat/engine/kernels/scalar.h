@@ -14,6 +14,7 @@ namespace specchat_kernels {
 constexpr int kLanes = 16;
 
 inline float widen(float v) { return v; }
+inline float widen(int8_t v) { return static_cast<float>(v); }  // an int8 cache's codes
 inline float widen(c10::BFloat16 v) {
   const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
   float f;

@@ -47,6 +47,10 @@ struct VectorUnit {
     lo = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
     hi = _mm512_castsi512_ps(_mm512_and_si512(raw, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
   }
+  static void load_pair(const int8_t* p, Reg& lo, Reg& hi) {  // int8 codes, in order
+    lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
+  }
   // out[i] = the sum of a[i]'s lanes, for kLanes vectors, by the same tree for every i
   static Reg sum_each(const Reg* a) {
     Reg pairs[8], quads[4], halves[2];
@@ -114,6 +118,10 @@ struct VectorUnit {
     const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     lo = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
     hi = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  }
+  static void load_pair(const int8_t* p, Reg& lo, Reg& hi) {
+    lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8))));
   }
   static Reg sum_each(const Reg* a) {
     const __m256 low = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
