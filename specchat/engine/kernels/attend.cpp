@@ -109,17 +109,13 @@ void attend_all(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& v
   }
   // queries in the layout the chunks' loads use, one block per (row, head); as codes for an int8 cache
   std::vector<float> arranged(s.rows * s.heads * s.d);
-  std::vector<specchat_kernels::QueryCodes> coded(kCodes ? s.rows * s.heads : 0);
   for (int64_t head = 0; head < s.heads; ++head) {
     for (int64_t row = 0; row < s.rows; ++row) {
-      const float* from = qp + (head * s.rows + row) * s.d;
-      if constexpr (kCodes) {
-        coded[row * s.heads + head] = specchat_kernels::query_codes(from, s.d);
-      } else {
-        specchat_kernels::arrange<T>(from, arranged.data() + (row * s.heads + head) * s.d, s.d, vector_layout);
-      }
+      specchat_kernels::arrange<T>(qp + (head * s.rows + row) * s.d, arranged.data() + (row * s.heads + head) * s.d,
+                                   s.d, vector_layout);
     }
   }
+  const specchat_kernels::CodedQueries coded(arranged.data(), kCodes ? s.rows * s.heads : 0, s.d);
   const int64_t piece = 2 + s.d;
   std::vector<float> pieces(s.kv_heads * chunks * s.rows * s.group * piece);
   // rows innermost: consecutive tasks on a thread read the same chunk of keys and values
@@ -134,7 +130,7 @@ void attend_all(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& v
       float* own = pieces.data() + task * s.group * piece;
       if constexpr (kCodes) {
         const CodeScales kv_scales{scales.keys + kv * s.capacity, scales.values + kv * s.capacity};
-        attend_code_chunk(coded.data() + head, kp + at, vp + at, kv_scales, seen[row].data() + first, count, s,
+        attend_code_chunk(coded.heads.data() + head, kp + at, vp + at, kv_scales, seen[row].data() + first, count, s,
                           static_cast<float>(scale), own, scores, spanned);
       } else {
         attend_chunk<T>(arranged.data() + head * s.d, kp + at, vp + at, seen[row].data() + first, count, s,

@@ -32,32 +32,47 @@ constexpr int64_t kTile = 16;  // positions a key tile holds
 
 // A query head as codes: x ~ step_b / 256 * (256 c + r) in block b of 32 elements;
 // bias_b = 128 * (256 sum(c) + sum(r)), what the keys' +128 adds to block b's sum.
+// Views into CodedQueries' buffers.
 struct QueryCodes {
-  std::vector<int8_t> codes, remainders;  // [d]
-  std::vector<float> steps;               // [d / 32]
-  std::vector<int32_t> biases;            // [d / 32]
+  const int8_t* codes;
+  const int8_t* remainders;
+  const float* steps;
+  const int32_t* biases;
 };
 
-inline QueryCodes query_codes(const float* q, int64_t d) {
-  QueryCodes c;
-  const int64_t blocks = d / kBlock;
-  c.codes.resize(d);
-  c.remainders.resize(d);
-  c.steps.resize(blocks);
-  c.biases.resize(blocks);
-  for (int64_t b = 0; b < blocks; ++b) {
-    float step, sum;
-    quantize_block(q + b * kBlock, c.codes.data() + b * kBlock, c.remainders.data() + b * kBlock, step, sum);
-    int32_t codes = 0, remainders = 0;
-    for (int64_t e = b * kBlock; e < (b + 1) * kBlock; ++e) {
-      codes += c.codes[e];
-      remainders += c.remainders[e];
+// Every (row, head) query of a pass as codes, in four buffers (one allocation each a
+// call, not four a head: a step makes 30 calls of 9 heads)
+struct CodedQueries {
+  std::vector<int8_t> codes, remainders;
+  std::vector<float> steps;
+  std::vector<int32_t> biases;
+  std::vector<QueryCodes> heads;
+
+  CodedQueries(const float* q, int64_t count, int64_t d) {
+    const int64_t blocks = d / kBlock;
+    codes.resize(count * d);
+    remainders.resize(count * d);
+    steps.resize(count * blocks);
+    biases.resize(count * blocks);
+    heads.reserve(count);
+    for (int64_t i = 0; i < count; ++i) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t at = i * d + b * kBlock;
+        float step, sum;
+        quantize_block(q + at, codes.data() + at, remainders.data() + at, step, sum);
+        int32_t code_sum = 0, remainder_sum = 0;
+        for (int64_t e = at; e < at + kBlock; ++e) {
+          code_sum += codes[e];
+          remainder_sum += remainders[e];
+        }
+        steps[i * blocks + b] = step / 256.f;
+        biases[i * blocks + b] = 128 * (256 * code_sum + remainder_sum);
+      }
+      heads.push_back({codes.data() + i * d, remainders.data() + i * d, steps.data() + i * blocks,
+                       biases.data() + i * blocks});
     }
-    c.steps[b] = step / 256.f;
-    c.biases[b] = 128 * (256 * codes + remainders);
   }
-  return c;
-}
+};
 
 // One tile's 16 scores for each head of a group: out[h * stride + slot], times
 // `scale` and each key's own scale (key_scales of the tile's 16 positions)
@@ -71,8 +86,8 @@ inline void tile_scores(const uint8_t* tile, const QueryCodes* heads, int64_t gr
     __m512 score = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* rows = tile + b * (kBlock / 4) * 64;
-      const int32_t* c = reinterpret_cast<const int32_t*>(q.codes.data() + b * kBlock);
-      const int32_t* r = reinterpret_cast<const int32_t*>(q.remainders.data() + b * kBlock);
+      const int32_t* c = reinterpret_cast<const int32_t*>(q.codes + b * kBlock);
+      const int32_t* r = reinterpret_cast<const int32_t*>(q.remainders + b * kBlock);
       __m512i high = _mm512_setzero_si512(), low = _mm512_setzero_si512();
       for (int j = 0; j < kBlock / 4; ++j) {
         const __m512i row = _mm512_loadu_si512(rows + j * 64);
