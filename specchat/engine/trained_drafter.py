@@ -138,6 +138,8 @@ class DraftModel(nn.Module):
     it is neither trained nor saved.
     """
 
+    lean = None  # passes by the lean decoder's layers, where lean_drafter.attach gave them
+
     def __init__(self, cfg: DraftConfig, embed: torch.Tensor, vocab_ids: torch.Tensor) -> None:
         super().__init__()
         self.cfg = cfg
@@ -193,6 +195,8 @@ class DraftModel(nn.Module):
         """Draft-vocabulary logits [batch, positions, draft_vocab]: all positions when
         logits_to_keep is 0, else the last that many (the output layer is most of a
         step's cost, so a prefill asks for one)."""
+        if self.lean is not None and cache is not None and logits_to_keep:  # lean_drafter.py
+            return self.lean(input_ids, cache, logits_to_keep)
         x = self.features(input_ids, cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]

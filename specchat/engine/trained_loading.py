@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from specchat.engine.calibration import CalibrationError, read_calibration
+from specchat.engine import lean_drafter
 from specchat.engine.fp16_linear import pack_fp16, replace_linears
 from specchat.engine.trained_drafter import DraftModel, TrainedDrafter
 
@@ -56,6 +57,7 @@ def load_trained_drafter(target, directory: Path | None = None, *, name: str = "
     else:
         model = model.to(target.device)
         if quant == "fp16":
+            lean_drafter.attach(model)  # from the float weights, before they are packed
             pack_fp16(model)
     if model.cfg.reads_target_states:
         from specchat.engine.feature_drafter import FeatureDrafter  # it builds on this module
