@@ -135,3 +135,17 @@ def test_the_state_tap_reads_the_lean_decoders_hidden_states():
     with StateTap(model) as tap:
         forward_logits(model, new_cache(model), PROMPT, keep=1)
     assert torch.allclose(tap.states(), expected, atol=1e-5)
+
+
+@pytest.mark.skipif("q4_1" not in FORMATS or not cpu_kernels.available(), reason="block formats on specchat's kernels")
+def test_block_products_called_directly_give_the_modules_bits():
+    model = build("llama", VOCAB, window=None)
+    decoder = lean(model, "q4_1")
+    assert all(layer.direct is not None for layer in decoder.body.layers)  # every product a Q4_1 block format's
+    direct = [decoder.logits(piece, cache, keep=len(piece)) for cache in [new_cache(model)]
+              for piece in (PROMPT, [5], [6, 7, 8])]
+    for layer in decoder.body.layers:
+        layer.direct = None  # through the modules, as formats without block products go
+    through_modules = [decoder.logits(piece, cache, keep=len(piece)) for cache in [new_cache(model)]
+                       for piece in (PROMPT, [5], [6, 7, 8])]
+    assert all(torch.equal(a, b) for a, b in zip(direct, through_modules))
