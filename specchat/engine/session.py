@@ -33,6 +33,7 @@ from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRul
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
 # Without a chat template we fall back to a plain transcript; a new speaker line ends the answer.
 _PLAIN_STOPS = ("\nUser:", "\nSystem:")
+_PASS_ROOM = 32  # positions a verify pass may write past the answer's last token (drafts and alternatives)
 
 
 @dataclass
@@ -267,6 +268,10 @@ class ChatSession:
         """Bring both caches up to the prompt, reusing what earlier turns left."""
         model = self.target.model
         t0 = clock(model.device)
+        # Room for the whole answer now, and for a verify pass past its end: growing
+        # the cache mid-answer copies every layer (after a 3,500-token document ~40 MB,
+        # a stall of ~10 ms that one-shot decoding there paid once per answer).
+        self._cache.reserve(min(len(prompt) + self.settings.max_new_tokens, self._ctx) + _PASS_ROOM)
         fed = prefill(model, self._cache, self._cached, self.drafter, prompt)
         reused = len(prompt) - 1 - fed
         s = self.settings

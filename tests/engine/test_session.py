@@ -142,3 +142,12 @@ def test_a_message_longer_than_the_context_is_refused_and_the_conversation_goes_
     without = ChatSession(tiny, NoDrafter(), settings=_settings(max_new_tokens=8))
     list(without.send("Hello there."))
     assert after[0].prompt_tokens == list(without.send("And now?"))[0].prompt_tokens
+
+
+def test_the_cache_is_sized_for_the_answer_before_it_starts(embedded):
+    session = ChatSession(embedded, NgramDrafter(), settings=_settings(max_new_tokens=600))
+    events = session.send("Count from one to fifty in words.")
+    start = next(events)  # the prefill is done
+    # past one chunk of 512 positions: the answer's room was reserved with the prompt's
+    assert session._cache.layers[0].capacity >= start.prompt_tokens + 600 > 512
+    events.close()
