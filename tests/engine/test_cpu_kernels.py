@@ -94,6 +94,24 @@ def test_the_avx2_build_attends_alike(tmp_path):
         for row in range(4):
             assert torch.equal(attend(q[:, row:row + 1].contiguous(), keys, values,
                                       visible[row:row + 1].contiguous(), 0.125), out[row:row + 1])
+    # an int8 cache (kv_codes.py): the scalar key scores and 8-lane values, against this machine's build
+    from specchat.engine.kv_codes import to_codes, write_keys
+
+    key_codes, key_scales = to_codes(torch.randn(1, 3, 604, 64))
+    value_codes, value_scales = to_codes(torch.randn(1, 3, 604, 64))
+    tiles = torch.zeros(1, 3, 1024, 64, dtype=torch.uint8)
+    write_keys(tiles, 0, key_codes)
+    values = torch.zeros(1, 3, 1024, 64, dtype=torch.int8)
+    values[..., :604, :] = value_codes
+    scales = [torch.zeros(3, 1024) for _ in range(2)]
+    scales[0][:, :604], scales[1][:, :604] = key_scales[0], value_scales[0]
+    q = torch.randn(9, 4, 64)
+    args = (q, tiles[0], values[0], visible, 0.125, *scales)
+    out = attend(*args)
+    assert torch.allclose(out, torch.ops.specchat_cpu.attend_rows(*args), atol=1e-5)
+    for row in range(4):
+        one = (q[:, row:row + 1].contiguous(), tiles[0], values[0], visible[row:row + 1].contiguous(), 0.125, *scales)
+        assert torch.equal(attend(*one), out[row:row + 1])
 
 
 def test_q8_0_finds_the_8_bit_codes_of_a_q8_0_file():
