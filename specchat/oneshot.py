@@ -146,6 +146,7 @@ def result_json(start: TurnStart | None, end: TurnEnd) -> dict[str, Any]:
         "drafter": start.drafter if start else None,
         "device": start.device if start else None,
         "weights": start.weights if start else None,
+        "kv_cache": (start.kv_cache or None) if start else None,
         "stats": {
             "tokens": totals.tokens,
             "rounds": totals.rounds,
@@ -182,6 +183,7 @@ def stats_line(start: TurnStart | None, end: TurnEnd) -> str:
         parts.append(f"speedup ≈{estimate:.2f}× (estimate: plain step {1000 * start.plain_step_s:.1f} ms)")
     if start is not None:
         device = f"{start.device} {start.weights}" if start.weights else start.device
+        device += f" (KV {start.kv_cache})" if start.kv_cache else ""
         parts += [device, f"target {start.target}", f"drafter {start.drafter}"]
     if end.finish_reason not in ("eos", "stop"):
         parts.append(f"finished: {end.finish_reason}")

@@ -20,6 +20,12 @@ COMMAND_LINE_ONLY = frozenset({"temperature", "top_p", "top_k", "repetition_pena
                                "system"})
 
 
+def _held(target) -> str:
+    """How the target is held: its weights' format, and the KV cache's where it is int8."""
+    kv = getattr(getattr(target, "format_choice", None), "kv", "")
+    return f"{target.precision}, KV {kv}" if kv else target.precision
+
+
 def choose_prompts(prompts_file: Path | None, categories: list[str] | None,
                    limit: int | None) -> tuple[list[BenchPrompt], str]:
     """(prompts, where they came from); PromptFileError / ValueError for bad choices."""
@@ -75,7 +81,8 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
     costs = session.costs
     report = build_report(results, {
         "target": target.name, "drafter": drafter.name, "device": str(target.device),
-        "precision": target.precision, "k": config.k_label, "alternatives": config.alternatives_label,
+        "precision": target.precision, "kv_cache": getattr(getattr(target, "format_choice", None), "kv", "") or None,
+        "k": config.k_label, "alternatives": config.alternatives_label,
         "temperature": config.temperature,
         "top_p": config.top_p, "top_k": config.top_k, "repetition_penalty": config.repetition_penalty,
         "seed": config.seed,
@@ -94,7 +101,7 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
         console = table_console(out)
         render(report, console)
         console.print(f"Where a plain step goes ({step['context_tokens']} tokens of context, weights "
-                      f"{target.precision}, {step['step_ms']:.1f} ms): weights {step['weights_ms']:.1f} ms · "
+                      f"{_held(target)}, {step['step_ms']:.1f} ms): weights {step['weights_ms']:.1f} ms · "
                       f"attention {step['attention_ms']:.1f} ms · the rest {step['rest_ms']:.1f} ms")
         if first:
             render_first_turns(report["first_turn"], console)

@@ -86,6 +86,8 @@ class TurnStart:
     plain_step_s: float | None = None
     # How the target's weights are held ("int4", "fp16", "nf4", …; weight_formats.py).
     weights: str = ""
+    # "int8" where its KV cache is int8 codes (kv_codes.py); "" where it follows the weights.
+    kv_cache: str = ""
 
 
 @dataclass

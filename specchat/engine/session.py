@@ -277,6 +277,7 @@ class ChatSession:
         s = self.settings
         return TurnStart(turn=turn, target=self.target.name, drafter=self.drafter.name,
                          device=str(model.device), weights=getattr(self.target, "precision", ""),
+                         kv_cache=getattr(getattr(self.target, "format_choice", None), "kv", ""),
                          k=self._policy_for_turn().label(),
                          temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                          repetition_penalty=s.repetition_penalty,

@@ -54,7 +54,8 @@ STREAM_GAUGES_S = 1.0
 
 def _device(start) -> str:
     """The device and how the target's weights are held there ("cpu int4")."""
-    return f"{start.device} {start.weights}" if getattr(start, "weights", "") else start.device
+    held = f"{start.device} {start.weights}" if getattr(start, "weights", "") else start.device
+    return held + (f" (KV {start.kv_cache})" if getattr(start, "kv_cache", "") else "")
 
 class SpecChatApp(App):
     CSS_PATH = "app.tcss"

@@ -107,7 +107,7 @@ def test_piped_output_is_the_exact_text_and_json_matches_it():
     run_turn(ScriptedSession([_start(), *ROUNDS, _end()]), "hi", Options(json=True), out, err)
     result = json.loads(out.getvalue())
     assert result["text"] == TEXT
-    assert set(result) == {"text", "finish_reason", "target", "drafter", "device", "weights", "stats"}
+    assert set(result) == {"text", "finish_reason", "target", "drafter", "device", "weights", "kv_cache", "stats"}
     assert set(result["stats"]) == {"tokens", "rounds", "drafted", "accepted", "acceptance_rate",
                                     "mean_tokens_per_round", "tokens_per_s", "alternatives",
                                     "alternatives_accepted", "speedup_estimate", "plain_step_s"}
