@@ -98,6 +98,17 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 KERNEL_ROWS = 16
 
 
+def causal_mask(start: int, count: int) -> torch.Tensor | None:
+    """bool [count, start + count]: a pass of `count` tokens after `start` held, each
+    seeing what is held and the pass up to itself; None for one token (it sees all)."""
+    return torch.ones(count, start + count, dtype=torch.bool).tril(start) if count > 1 else None
+
+
+def kernel_rows(mask: torch.Tensor | None, start: int, count: int) -> torch.Tensor:
+    """What each row of a pass sees, as specchat's attention kernel takes it (`visible`)."""
+    return visible(mask) if count > 1 else torch.ones(1, start + 1, dtype=torch.bool)
+
+
 class LeanLayer(nn.Module):
     def __init__(self, layer, config, make_linear, kv_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -105,7 +116,7 @@ class LeanLayer(nn.Module):
         attention, mlp = layer.self_attn, layer.mlp
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.head_dim = kv_codes.head_size(config)
         self.scale = attention.scaling
         # an int8 cache (kv_codes.py): keys stored divided by these, queries multiplied
         self.coded = kv_dtype == torch.int8
@@ -130,32 +141,41 @@ class LeanLayer(nn.Module):
         sees (plan_rows)."""
         t, d, heads = x.shape[0], self.head_dim, self.heads
         glue = isinstance(rows, torch.Tensor)  # specchat's kernels: the attention's, and the steps between products
-        if glue and self.direct is not None and not self.qk_norms:
-            start = cache_layer.claim(t, kv_codes.KEYS if self.coded else self.kv_dtype)
-            if start is not None:
-                return self._step_directly(x, cos, sin, cache_layer, start, rows)
-        qkv = self.qkv(_norm(x, self.norms[0], glue, into=self.qkv))
         if glue and not self.qk_norms:
             start = cache_layer.claim(t, kv_codes.KEYS if self.coded else self.kv_dtype)
             if start is not None:  # rotated queries; rotated keys and the values written to the cache
-                codes = (cache_layer.key_scales[0], cache_layer.value_scales[0], self.channels) if self.coded else ()
+                if self.direct is not None:
+                    return self._step_directly(x, cos, sin, cache_layer, start, rows)
+                qkv = self.qkv(_norm(x, self.norms[0], glue, into=self.qkv))
+                codes = self._scales(cache_layer)
                 queries = torch.ops.specchat_cpu.rotate_into_cache(qkv, cos, sin, cache_layer.keys[0],
-                                                                   cache_layer.values[0], start, heads, *codes)
+                                                                   cache_layer.values[0], start, heads, *codes,
+                                                                   *self._factors(codes))
                 return self._attend_and_mlp(x, queries, cache_layer, rows)
+        qkv = self.qkv(_norm(x, self.norms[0], glue, into=self.qkv))
         qkv = qkv.float().view(t, -1, d)
         qk, v = qkv[:, : heads + self.kv_heads], qkv[:, heads + self.kv_heads:]
         if self.qk_norms:
             (qw, qe), (kw, ke) = self.qk_norms
             qk = torch.cat([F.rms_norm(qk[:, :heads], (d,), qw, qe), F.rms_norm(qk[:, heads:], (d,), kw, ke)], 1)
         qk = _rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)  # queries and keys in one rotation
+        if self.coded:  # an int8 cache (a prefill, a buffer to grow): written here, in torch
+            keys, key_scales = kv_codes.to_codes(qk[heads:] / self.channels[:, None])
+            values, value_scales = kv_codes.to_codes(v.transpose(0, 1))
+            cache_layer.update_codes(keys[None], key_scales[None], values[None], value_scales[None])
+        if glue:  # the kernel: fp32 queries (times an int8 cache's key factors), each row over what it sees
+            if self.coded:
+                queries = qk[:heads] * self.channels.repeat_interleave(heads // self.kv_heads, 0)[:, None]
+            else:
+                cache_layer.update(qk[None, heads:].to(self.kv_dtype), v.transpose(0, 1)[None].to(self.kv_dtype))
+                queries = qk[:heads]
+            return self._attend_and_mlp(x, queries.contiguous(), cache_layer, rows)
         if self.coded:
-            return self._attend_coded(x, qk, v.transpose(0, 1), cache_layer, mask, rows)
-        if glue:  # the kernel: fp32 queries, each row over what it sees
-            cache_layer.update(qk[None, heads:].to(self.kv_dtype), v.transpose(0, 1)[None].to(self.kv_dtype))
-            return self._attend_and_mlp(x, qk[:heads].contiguous(), cache_layer, rows)
-        if self.kv_dtype != qk.dtype:  # queries too: sdpa takes one dtype
-            qk, v = qk.to(self.kv_dtype), v.to(self.kv_dtype)
-        keys, values = cache_layer.update(qk[None, heads:], v.transpose(0, 1)[None])
+            keys, values = kv_codes.dequantized(cache_layer, self.channels)  # fp32, for sdpa
+        else:
+            if self.kv_dtype != qk.dtype:  # queries too: sdpa takes one dtype
+                qk, v = qk.to(self.kv_dtype), v.to(self.kv_dtype)
+            keys, values = cache_layer.update(qk[None, heads:], v.transpose(0, 1)[None])
         gqa = self.kv_heads != heads
         if rows is None:
             attended = F.scaled_dot_product_attention(qk[None, :heads], keys, values, attn_mask=mask,
@@ -165,29 +185,20 @@ class LeanLayer(nn.Module):
         x = x + self.out(attended[0].transpose(0, 1).reshape(t, -1))  # a bf16 output promotes exactly
         return self._mlp(x)
 
-    def _attend_coded(self, x: torch.Tensor, qk: torch.Tensor, v: torch.Tensor, cache_layer,
-                      mask: torch.Tensor | None, rows) -> torch.Tensor:
-        """An int8 cache's write and attention where rotate_into_cache does not write
-        (a prefill, a buffer to grow): qk [heads + kv heads, t, d] rotated, v [kv heads, t, d]."""
-        heads = self.heads
-        keys, key_scales = kv_codes.to_codes(qk[heads:] / self.channels[:, None])
-        values, value_scales = kv_codes.to_codes(v)
-        cache_layer.update_codes(keys[None], key_scales[None], values[None], value_scales[None])
-        if isinstance(rows, torch.Tensor):  # specchat's kernel: queries times the keys' channel factors
-            factors = self.channels.repeat_interleave(heads // self.kv_heads, 0)[:, None]
-            return self._attend_and_mlp(x, (qk[:heads] * factors).contiguous(), cache_layer, rows)
-        keys, values = kv_codes.dequantized(cache_layer, self.channels)  # fp32, for sdpa
-        attended = F.scaled_dot_product_attention(qk[None, :heads], keys, values, attn_mask=mask, scale=self.scale,
-                                                  enable_gqa=self.kv_heads != heads)
-        x = x + self.out(attended[0].transpose(0, 1).reshape(x.shape[0], -1))
-        return self._mlp(x)
+    def _scales(self, cache_layer) -> tuple:
+        """What the kernels take beside an int8 cache's buffers: its per-position key and
+        value scales; nothing for another cache."""
+        return (cache_layer.key_scales[0], cache_layer.value_scales[0]) if self.coded else ()
+
+    def _factors(self, scales: tuple) -> tuple:
+        """What rotate_into_cache takes after an int8 cache's scales: the key channel factors."""
+        return (self.channels,) if scales else ()
 
     def _attend_and_mlp(self, x: torch.Tensor, queries: torch.Tensor, cache_layer, rows: torch.Tensor) -> torch.Tensor:
         """The rest of a layer on specchat's kernels: queries [heads, t, d] fp32 over the
         cache (these rows' keys and values in it), each row over what it sees."""
-        codes = (cache_layer.key_scales[0], cache_layer.value_scales[0]) if self.coded else ()
         attended = torch.ops.specchat_cpu.attend_rows(queries, cache_layer.keys[0], cache_layer.values[0],
-                                                      rows, self.scale, *codes)
+                                                      rows, self.scale, *self._scales(cache_layer))
         x = x + self.out(attended)
         gate_up = self.gate_up(_norm(x, self.norms[1], glue=True, into=self.gate_up))
         return x + self.down(torch.ops.specchat_cpu.silu_mul(gate_up, _takes_bf16(self.down)))
@@ -201,16 +212,10 @@ class LeanLayer(nn.Module):
         ops = torch.ops.specchat_cpu
         (qkv, qkv_w), (out, out_w), (gate_up, gate_up_w), (down, down_w) = self.direct
         (norm0, eps0), (norm1, eps1) = self.norms
-        keys, values = cache_layer.keys[0], cache_layer.values[0]
-        if self.coded:
-            key_scales, value_scales = cache_layer.key_scales[0], cache_layer.value_scales[0]
-            queries = ops.rotate_into_cache(qkv(ops.rms_norm(x, norm0, eps0, False), qkv_w), cos, sin, keys, values,
-                                            start, self.heads, key_scales, value_scales, self.channels)
-            attended = ops.attend_rows(queries, keys, values, rows, self.scale, key_scales, value_scales)
-        else:
-            queries = ops.rotate_into_cache(qkv(ops.rms_norm(x, norm0, eps0, False), qkv_w), cos, sin, keys, values,
-                                            start, self.heads)
-            attended = ops.attend_rows(queries, keys, values, rows, self.scale)
+        keys, values, codes = cache_layer.keys[0], cache_layer.values[0], self._scales(cache_layer)
+        queries = ops.rotate_into_cache(qkv(ops.rms_norm(x, norm0, eps0, False), qkv_w), cos, sin, keys, values,
+                                        start, self.heads, *codes, *self._factors(codes))
+        attended = ops.attend_rows(queries, keys, values, rows, self.scale, *codes)
         x = x + out(attended, out_w)
         x = x + down(ops.silu_mul(gate_up(ops.rms_norm(x, norm1, eps1, False), gate_up_w), False), down_w)
         return x
@@ -287,12 +292,10 @@ class LeanDecoder(nn.Module):
                ) -> torch.Tensor:
         start, count = cache.length, len(token_ids)
         positions = position_ids if position_ids is not None else torch.arange(start, start + count)
-        mask = attention_mask
-        if mask is None and count > 1:  # causal over the new block, after all that is held
-            mask = torch.ones(count, start + count, dtype=torch.bool).tril(start)
+        mask = attention_mask if attention_mask is not None else causal_mask(start, count)
         rows = None  # one attention call: prefill, and every pass of an inexact format
         if self.row_kernel and (keep == count or count <= KERNEL_ROWS):  # steps, verify and catch-up passes
-            rows = visible(mask) if count > 1 else torch.ones(1, start + 1, dtype=torch.bool)
+            rows = kernel_rows(mask, start, count)
         elif self.exact and keep == count:
             rows = plan_rows(exact_rows(mask) if count > 1 else [start + 1], self.kv_dtype)
         cache.reserve(start + count)

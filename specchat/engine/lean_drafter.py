@@ -62,10 +62,9 @@ class LeanDraftPasses(nn.Module):
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: KVCache, keep: int) -> torch.Tensor:
         start, count = cache.length, input_ids.shape[1]
-        mask = torch.ones(count, start + count, dtype=torch.bool).tril(start) if count > 1 else None
-        rows = None  # a long piece (a prompt) attends in one sdpa call
-        if count <= lean_decoder.KERNEL_ROWS:
-            rows = lean_decoder.visible(mask) if count > 1 else torch.ones(1, start + 1, dtype=torch.bool)
+        mask = lean_decoder.causal_mask(start, count)
+        # a long piece (a prompt) attends in one sdpa call
+        rows = lean_decoder.kernel_rows(mask, start, count) if count <= lean_decoder.KERNEL_ROWS else None
         cache.reserve(start + count)
         x = torch.nn.functional.embedding(input_ids[0], self.embed).float()
         cos, sin = self.rope(start, count, torch.float32)
