@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import FixedK
+from specchat.engine.drafters import ModelDrafter, NgramDrafter, NoDrafter
 from specchat.engine.forward import new_cache
 from specchat.engine.sampling import SamplingSettings, logits_to_probs
 from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, prefill
@@ -84,3 +85,32 @@ def sampled_marginals(target, drafter, tokenizer, prompt, settings, n, policy=No
         if pairs is not None:
             pairs.append(state.generated[0] == state.generated[1])
     return first, second
+
+
+def assert_greedy_lossless_with_every_drafter(target, small_model, prompt: list[int], vocab: int, label: str) -> None:
+    """Greedy speculation on `target` gives its plain greedy output with every drafter
+    kind: ngram, `small_model` (with and without alternatives) and the target drafting
+    for itself, which has every draft accepted."""
+    greedy = SamplingSettings(temperature=0.0)
+    tokenizer = word_tokenizer(vocab)
+    plain, _, _ = decode_once(target, tokenizer, NoDrafter(), prompt, k=0, new_tokens=24, sampling=greedy)
+    small = ModelDrafter(small_model, name="small", vocab_size=vocab)
+    itself = ModelDrafter(target, name="self", vocab_size=vocab)
+    for drafter, spare in [(NgramDrafter(), 0), (small, 0), (small, 2), (itself, 0)]:
+        state, rounds, _ = decode_once(target, tokenizer, drafter, prompt, k=4, new_tokens=24,
+                                       sampling=greedy, spare=spare)
+        assert state.generated == plain.generated, f"{label}: {drafter.name} (spare {spare}) diverged"
+    assert all(t.accepted for r in rounds for t in r.drafted)  # the target drafting for itself
+
+
+def assert_sampling_keeps_the_distribution(target, decoder, drafter, vocab: int) -> None:
+    """Sampled speculation on `target` (computed by `decoder`) draws its first two
+    tokens from the target's own distribution, whatever `drafter` proposes."""
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 1, 4]
+    settings = SamplingSettings(temperature=1.5)
+    # The exact marginals, from the decoder's own logits.
+    first_exact, second_exact = exact_two_token_marginals(
+        target, prompt, settings, lambda ids: decoder.logits(ids, new_cache(target), keep=1)[-1])
+    first, second = sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 600, new_tokens=2, seed=99)
+    assert total_variation(first, first_exact) < 0.09  # sampling noise at n=600: ~0.05
+    assert total_variation(second, second_exact) < 0.09

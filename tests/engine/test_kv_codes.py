@@ -9,18 +9,16 @@ import torch
 from specchat.engine import cpu_kernels, format_choice, kv_codes, lean_decoder
 from specchat.engine.alternatives import forward_with_alternatives
 from specchat.engine.cache import KVCache, PreallocatedLayer
-from specchat.engine.drafters import Alternative, ModelDrafter, NgramDrafter, NoDrafter
+from specchat.engine.drafters import Alternative, ModelDrafter
 from specchat.engine.forward import forward_logits, new_cache
-from specchat.engine.sampling import SamplingSettings
 
 from .families import build
-from .helpers import decode_once, exact_two_token_marginals, sampled_marginals, total_variation, word_tokenizer
+from .helpers import assert_greedy_lossless_with_every_drafter, assert_sampling_keeps_the_distribution, word_tokenizer
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="the int8 cache is read by specchat's kernels")
 
 VOCAB = 64
 PROMPT = [(7 * i + 3) % VOCAB for i in range(20)] * 2
-GREEDY = SamplingSettings(temperature=0.0)
 
 
 def coded_layer(keys: torch.Tensor, values: torch.Tensor) -> PreallocatedLayer:
@@ -110,15 +108,8 @@ def test_verify_passes_and_alternatives_are_bit_for_bit_the_single_steps(family)
 def test_greedy_speculation_on_an_int8_cache_is_plain_decoding_with_every_drafter(family):
     target = build(family, VOCAB, seed=0, hidden=128, window=None)
     lean_decoder.attach(target, coded(target))
-    tokenizer = word_tokenizer(VOCAB)
-    plain, _, _ = decode_once(target, tokenizer, NoDrafter(), PROMPT, k=0, new_tokens=24, sampling=GREEDY)
-    small = ModelDrafter(build(family, VOCAB, seed=5, layers=1, window=None), name="small", vocab_size=VOCAB)
-    itself = ModelDrafter(target, name="self", vocab_size=VOCAB)
-    for drafter, spare in [(NgramDrafter(), 0), (small, 0), (small, 2), (itself, 0)]:
-        state, rounds, _ = decode_once(target, tokenizer, drafter, PROMPT, k=4, new_tokens=24,
-                                       sampling=GREEDY, spare=spare)
-        assert state.generated == plain.generated, f"{family}: {drafter.name} (spare {spare}) diverged"
-    assert all(t.accepted for r in rounds for t in r.drafted)  # the target drafting for itself
+    small_model = build(family, VOCAB, seed=5, layers=1, window=None)
+    assert_greedy_lossless_with_every_drafter(target, small_model, PROMPT, VOCAB, family)
 
 
 def test_sampling_on_an_int8_cache_keeps_the_target_distribution():
@@ -127,13 +118,7 @@ def test_sampling_on_an_int8_cache_keeps_the_target_distribution():
     decoder = format_choice.build(target, "q4_1", "int8", [3, 1, 4, 1, 5, 9, 2, 6])
     lean_decoder.attach(target, decoder)
     drafter = ModelDrafter(build("llama", vocab, seed=7, layers=1, window=None), "small", vocab)
-    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 1, 4]
-    settings = SamplingSettings(temperature=1.5)
-    first_exact, second_exact = exact_two_token_marginals(
-        target, prompt, settings, lambda ids: decoder.logits(ids, new_cache(target), keep=1)[-1])
-    first, second = sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 600, new_tokens=2, seed=99)
-    assert total_variation(first, first_exact) < 0.09  # sampling noise at n=600: ~0.05
-    assert total_variation(second, second_exact) < 0.09
+    assert_sampling_keeps_the_distribution(target, decoder, drafter, vocab)
 
 
 def test_the_format_choice_measures_the_kv_cache_and_remembers_it(tmp_path):

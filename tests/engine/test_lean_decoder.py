@@ -9,15 +9,13 @@ import torch
 
 from specchat.engine import cpu_kernels, format_choice, lean_decoder, weight_formats
 from specchat.engine.alternatives import forward_with_alternatives
-from specchat.engine.drafters import Alternative, ModelDrafter, NgramDrafter, NoDrafter
+from specchat.engine.drafters import Alternative, ModelDrafter, NgramDrafter
 from specchat.engine.forward import StateTap, forward_logits, new_cache
-from specchat.engine.sampling import SamplingSettings
 
 from .families import LEAN, build
-from .helpers import decode_once, exact_two_token_marginals, sampled_marginals, total_variation, word_tokenizer
+from .helpers import assert_greedy_lossless_with_every_drafter, assert_sampling_keeps_the_distribution
 
 VOCAB = 64
-GREEDY = SamplingSettings(temperature=0.0)
 PROMPT = [(7 * i + 3) % VOCAB for i in range(20)] * 2
 FORMATS = [name for name in ("fp16", "int4", "int4-q8head", "q4_1", "int8") if weight_formats.available(name)]
 # Attention for steps and verify passes: specchat's kernel where it builds, else sdpa
@@ -96,17 +94,9 @@ def test_an_alternative_row_is_bit_for_bit_the_step_after_it(name, kernel):
 def test_greedy_speculation_on_it_is_plain_decoding_with_every_drafter(family, name):
     target = build(family, VOCAB, seed=0, window=None)
     lean_decoder.attach(target, lean(target, name))
-    tokenizer = word_tokenizer(VOCAB)
-    plain, _, _ = decode_once(target, tokenizer, NoDrafter(), PROMPT, k=0, new_tokens=24, sampling=GREEDY)
     small_model = build(family, VOCAB, seed=5, layers=1, window=None)
     lean_decoder.attach(small_model, lean(small_model, "fp16" if "fp16" in FORMATS else "fp32"))
-    small = ModelDrafter(small_model, name="small", vocab_size=VOCAB)
-    itself = ModelDrafter(target, name="self", vocab_size=VOCAB)
-    for drafter, spare in [(NgramDrafter(), 0), (small, 0), (small, 2), (itself, 0)]:
-        state, rounds, _ = decode_once(target, tokenizer, drafter, PROMPT, k=4, new_tokens=24,
-                                       sampling=GREEDY, spare=spare)
-        assert state.generated == plain.generated, f"{family}/{name}: {drafter.name} (spare {spare}) diverged"
-    assert all(t.accepted for r in rounds for t in r.drafted)  # the target drafting for itself
+    assert_greedy_lossless_with_every_drafter(target, small_model, PROMPT, VOCAB, f"{family}/{name}")
 
 
 @pytest.mark.parametrize("drafter_kind", ["model", "ngram"])
@@ -117,14 +107,7 @@ def test_sampling_on_it_keeps_the_target_distribution(drafter_kind):
     lean_decoder.attach(target, decoder)
     drafter = (ModelDrafter(build("llama", vocab, seed=7, layers=1, window=None), "small", vocab)
                if drafter_kind == "model" else NgramDrafter())
-    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 1, 4]
-    settings = SamplingSettings(temperature=1.5)
-    # The exact marginals, from the lean decoder's own logits.
-    first_exact, second_exact = exact_two_token_marginals(
-        target, prompt, settings, lambda ids: decoder.logits(ids, new_cache(target), keep=1)[-1])
-    first, second = sampled_marginals(target, drafter, word_tokenizer(vocab), prompt, settings, 600, new_tokens=2, seed=99)
-    assert total_variation(first, first_exact) < 0.09  # sampling noise at n=600: ~0.05
-    assert total_variation(second, second_exact) < 0.09
+    assert_sampling_keeps_the_distribution(target, decoder, drafter, vocab)
 
 
 def test_the_state_tap_reads_the_lean_decoders_hidden_states():
