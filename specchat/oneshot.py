@@ -182,9 +182,7 @@ def stats_line(start: TurnStart | None, end: TurnEnd) -> str:
     if estimate is not None:
         parts.append(f"speedup ≈{estimate:.2f}× (estimate: plain step {1000 * start.plain_step_s:.1f} ms)")
     if start is not None:
-        device = f"{start.device} {start.weights}" if start.weights else start.device
-        device += f" (KV {start.kv_cache})" if start.kv_cache else ""
-        parts += [device, f"target {start.target}", f"drafter {start.drafter}"]
+        parts += [start.held_on(), f"target {start.target}", f"drafter {start.drafter}"]
     if end.finish_reason not in ("eos", "stop"):
         parts.append(f"finished: {end.finish_reason}")
     return " · ".join(parts)

@@ -89,6 +89,11 @@ class TurnStart:
     # "int8" where its KV cache is int8 codes (kv_codes.py); "" where it follows the weights.
     kv_cache: str = ""
 
+    def held_on(self) -> str:
+        """The device and how the target is held there, as the screens show it ("cpu q4_1 (KV int8)")."""
+        held = f"{self.device} {self.weights}" if self.weights else self.device
+        return held + (f" (KV {self.kv_cache})" if self.kv_cache else "")
+
 
 @dataclass
 class Notice:

@@ -51,12 +51,6 @@ REPAINT_S = 1 / 15  # how often the timer looks for something to repaint
 STREAM_GAUGES_S = 1.0
 
 
-
-def _device(start) -> str:
-    """The device and how the target's weights are held there ("cpu int4")."""
-    held = f"{start.device} {start.weights}" if getattr(start, "weights", "") else start.device
-    return held + (f" (KV {start.kv_cache})" if getattr(start, "kv_cache", "") else "")
-
 class SpecChatApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "specchat"
@@ -148,7 +142,7 @@ class SpecChatApp(App):
             self._set_status(f"replay · {self.source} · {len(self.transcript.answers)} turns")
             start = self._latest_start()
             if start:
-                self.info.target, self.info.drafter, self.info.device = start.target, start.drafter, _device(start)
+                self.info.target, self.info.drafter, self.info.device = start.target, start.drafter, start.held_on()
             self.info.memory = "— (no model loaded)"
             views = self.query(AnswerView)
             if views:
@@ -195,7 +189,7 @@ class SpecChatApp(App):
                     self._mount_answer(answer, index)
                 self._dirty.add(index)
             if isinstance(record, TurnStart):
-                self.info.target, self.info.drafter, self.info.device = record.target, record.drafter, _device(record)
+                self.info.target, self.info.drafter, self.info.device = record.target, record.drafter, record.held_on()
         self._gauges_dirty = True
         return answer
 
