@@ -1,7 +1,7 @@
 """Which weight format the target's lean decoder uses on this machine: measured at
 first load, kept for later loads.
 
-Two measurements, on the warm-up text (warmup.WARMUP_TEXT):
+Three measurements, on the warm-up text (warmup.WARMUP_TEXT):
 
 1. Fidelity. A format is a candidate only if its next-token distribution stays
    within MAX_KL (mean KL, nats) of the model's own float weights on every position
@@ -22,14 +22,16 @@ Two measurements, on the warm-up text (warmup.WARMUP_TEXT):
    document nearly all of it, so the long read decides.
 
 The choice is stored in the user cache (formats/<model>.json) under a key naming
-the CPU, torch and the drafter, so a later load on the same machine skips both
-measurements; another machine (an AVX2 EPYC, an AMX Xeon) measures its own.
+the CPU, torch and the drafter, so a later load on the same machine skips the
+measurements (a format asked for with --quant keeps its measured KV cache the same
+way); another machine (an AVX2 EPYC, an AMX Xeon) measures its own.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,7 +42,7 @@ from specchat.engine import cpu_kernels, kv_codes, lean_decoder, weight_formats
 from specchat.engine.drafters import Drafter, NoDrafter
 from specchat.engine.forward import forward_logits, new_cache
 from specchat.engine.machine import cpu_name
-from specchat.engine.warmup import WARMUP_TEXT, WarmupContext
+from specchat.engine.warmup import WarmupContext, warmup_ids
 
 CANDIDATES = ("fp16", "int4", "int4-q8head", "q4_1", "int8")
 MAX_KL = 1e-3
@@ -128,8 +130,6 @@ def _long_attention_ms(model, kv: str) -> float:
     """One step's attention over LONG_CONTEXT positions in every layer, as the kernel
     reads a cache of this model's shape (one buffer a layer, so memory is read as a
     long document's step reads it)."""
-    import time
-
     config = model.config
     heads, d = config.num_attention_heads, kv_codes.head_size(config)
     kv_heads, layers = config.num_key_value_heads, config.num_hidden_layers
@@ -157,7 +157,7 @@ def choose_kv(model, tokenizer, name: str, progress: Callable[[str], None] = lam
             or kv_codes.head_size(model.config) % kv_codes.BLOCK:
         return "", {}
     progress("choosing the KV cache: int8 fidelity and speed…")
-    ids = tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"]
+    ids = warmup_ids(tokenizer)
     reference = forward_logits(model, new_cache(model), ids, keep=len(ids))
     decoder = build(model, name, "int8", ids)
     kl = _kl(decoder.logits(ids, new_cache(model), keep=len(ids)), reference)
@@ -168,7 +168,7 @@ def choose_kv(model, tokenizer, name: str, progress: Callable[[str], None] = lam
 
 def measure(model, tokenizer, drafter: Drafter, progress: Callable[[str], None] = lambda _m: None) -> FormatChoice:
     """Fidelity, then speed, of every available candidate on `model` (float weights)."""
-    ids = tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"]
+    ids = warmup_ids(tokenizer)
     reference = forward_logits(model, new_cache(model), ids, keep=len(ids))
     measured: dict[str, dict[str, float]] = {}
     decoders = {}
@@ -216,9 +216,13 @@ def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], 
         cpu_kernels.why_unavailable()
     if why_not is not None:
         choice = FormatChoice("", f"transformers' forward ({why_not})")
-    elif forced is not None:
-        choice = FormatChoice(forced, "asked for (--quant)")
-        choice.kv, choice.measured["kv int8"] = choose_kv(model, target.tokenizer, forced, progress)
+    elif forced is not None:  # its KV cache is measured once per machine too (~1 s a load otherwise)
+        path, key = store_path(cache_dir, target.name), f"{machine_key(drafter.name)} | asked {forced}"
+        known = remembered(path, key)
+        choice = FormatChoice(forced, "asked for (--quant)", *((known.measured, known.kv) if known else ()))
+        if known is None:
+            choice.kv, choice.measured["kv int8"] = choose_kv(model, target.tokenizer, forced, progress)
+            remember(path, key, choice)
     else:
         path, key = store_path(cache_dir, target.name), machine_key(drafter.name)
         choice = remembered(path, key)
@@ -228,7 +232,7 @@ def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], 
                 choice.kv, choice.measured["kv int8"] = choose_kv(model, target.tokenizer, choice.format, progress)
                 remember(path, key, choice)
     if choice.format:
-        calibration = target.tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"] if choice.kv else None
+        calibration = warmup_ids(target.tokenizer) if choice.kv else None
         lean_decoder.attach(model, build(model, choice.format, choice.kv, calibration))
         target.precision = choice.format
     if fp16_linear.available():

@@ -60,13 +60,19 @@ class _FixedRun:
         return Proposal(ids=[tokens[-1]] * k, p=[1.0] * k)
 
 
+def warmup_ids(tokenizer) -> list[int]:
+    """The warm-up text's token ids: what warm-up runs, formats are measured on
+    (format_choice.py) and an int8 cache's key channels are calibrated on."""
+    return tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"]
+
+
 class WarmupContext:
     """The warm-up text in one target cache; each run of rounds starts from it again
     (prefill keeps the common prefix, so the text is read once)."""
 
     def __init__(self, model, tokenizer) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.prompt = tokenizer(WARMUP_TEXT, add_special_tokens=False)["input_ids"]
+        self.prompt = warmup_ids(tokenizer)
         self.cache, self.cached = new_cache(model), []
 
     def rounds(self, drafter: Drafter, k: int, count: int, spare=lambda k: 0) -> list:

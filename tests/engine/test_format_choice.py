@@ -66,3 +66,10 @@ def test_a_model_the_lean_decoder_does_not_cover_says_why(tmp_path):
     choice = format_choice.settle(target, NgramDrafter(), tmp_path)
     assert choice.format == "" and "sliding-window" in choice.reason
     assert lean_decoder.attached(target.model) is None and target.precision == "fp16-packed"
+
+
+def test_the_kv_cache_of_a_format_asked_for_is_measured_once(tmp_path, monkeypatch):
+    first = format_choice.settle(tiny_target(), NgramDrafter(), tmp_path, forced="fp16")
+    monkeypatch.setattr(format_choice, "choose_kv", lambda *a, **k: pytest.fail("measured again"))
+    again = format_choice.settle(tiny_target(), NgramDrafter(), tmp_path, forced="fp16")
+    assert again.format == "fp16" and again.reason == "asked for (--quant)" and again.kv == first.kv
