@@ -108,7 +108,8 @@ def test_the_avx2_build_attends_alike(tmp_path):
     q = torch.randn(9, 4, 64)
     args = (q, tiles[0], values[0], visible, 0.125, *scales)
     out = attend(*args)
-    assert torch.allclose(out, torch.ops.specchat_cpu.attend_rows(*args), atol=1e-5)
+    # an AVX-512 VNNI build weighs the values by int16 codes of the weights (value_codes.h): 3e-5 apart here
+    assert torch.allclose(out, torch.ops.specchat_cpu.attend_rows(*args), atol=1e-4)
     for row in range(4):
         one = (q[:, row:row + 1].contiguous(), tiles[0], values[0], visible[row:row + 1].contiguous(), 0.125, *scales)
         assert torch.equal(attend(*one), out[row:row + 1])

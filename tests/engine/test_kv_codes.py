@@ -54,14 +54,18 @@ def test_a_cache_holding_floats_does_not_take_codes():
     assert layer.length == 5 and layer.keys.dtype == torch.float32  # untouched
 
 
-def test_the_kernel_over_codes_is_sdpa_over_what_they_stand_for():
+# head sizes the value kernel takes in 1, 2 and 4 spans of 32; odd counts leave a last
+# position without a partner; past 256 positions a row has more than one chunk
+@pytest.mark.parametrize("d, n", [(64, 300), (32, 7), (128, 601)])
+def test_the_kernel_over_codes_is_sdpa_over_what_they_stand_for(d, n):
     torch.manual_seed(1)
-    heads, kv, d, n = 6, 2, 64, 300
+    heads, kv = 6, 2
     keys = torch.randn(1, kv, n, d) * torch.linspace(0.2, 4.0, d)  # channels of different sizes
-    layer = coded_layer(keys, torch.randn(1, kv, n, d))
+    values = torch.randn(1, kv, n, d) * torch.rand(1, kv, n, 1) * 3  # rows of different sizes: their own scales
+    layer = coded_layer(keys, values)
     queries = torch.randn(heads, 2, d)
     visible = torch.ones(2, n, dtype=torch.bool)
-    visible[1, 100] = False  # a drafted alternative's row skips a position: the picked path
+    visible[1, n // 3] = False  # a drafted alternative's row skips a position: the picked path
     out = torch.ops.specchat_cpu.attend_rows(queries, layer.keys[0], layer.values[0], visible, 0.125,
                                              layer.key_scales[0], layer.value_scales[0])
     k, v = kv_codes.dequantized(layer, torch.ones(kv, d))
@@ -69,7 +73,8 @@ def test_the_kernel_over_codes_is_sdpa_over_what_they_stand_for():
         mask = torch.where(visible[row], 0.0, float("-inf"))[None, None, None]
         expected = torch.nn.functional.scaled_dot_product_attention(queries[None, :, row:row + 1], k, v, attn_mask=mask,
                                                                     scale=0.125, enable_gqa=True)
-        assert torch.allclose(out[row], expected[0, :, 0].reshape(-1), atol=5e-4)  # the queries' two codes
+        # the queries' two codes, the values' weights as int16 codes (value_codes.h)
+        assert torch.allclose(out[row], expected[0, :, 0].reshape(-1), atol=5e-4)
     alone = torch.ops.specchat_cpu.attend_rows(queries[:, 1:].contiguous(), layer.keys[0], layer.values[0],
                                                visible[1:].contiguous(), 0.125, layer.key_scales[0],
                                                layer.value_scales[0])

@@ -31,6 +31,7 @@
 
 #include "attend_chunk.h"
 #include "attend_codes.h"
+#include "value_codes.h"
 #include "library.h"
 
 namespace {
@@ -65,10 +66,19 @@ void attend_chunk(const float* q, const T* keys, const T* values, const int32_t*
 // The same over an int8 cache (attend_codes.h): heads, the group's queries as codes
 void attend_code_chunk(const specchat_kernels::QueryCodes* heads, const uint8_t* keys, const int8_t* values,
                        CodeScales scales, const int32_t* seen, int64_t count, const Shape& s, float scale,
-                       float* pieces, std::vector<float>& scores, std::vector<float>& spanned) {
+                       float* pieces, std::vector<float>& scores, std::vector<float>& spanned,
+                       specchat_kernels::ValueWork& work) {
   scores.resize(s.group * kChunk);
   specchat_kernels::code_scores(keys, scales.keys, heads, seen, count, s.d, s.group, scale, kChunk, scores.data(),
                                 spanned);
+#ifdef SPECCHAT_VALUE_CODES
+  if (specchat_kernels::weighs_value_codes(s.d)) {
+    specchat_kernels::softmax_pieces(count, s.d, s.group, pieces, scores.data());
+    specchat_kernels::value_codes(values, scales.values, seen, count, s.d, s.group, kChunk, pieces, scores.data(),
+                                  work);
+    return;
+  }
+#endif
 #ifdef SPECCHAT_VECTOR_UNIT
   if (specchat_kernels::uses_vector_path(s.d)) {
     specchat_kernels::pieces_vectors<int8_t>(values, scales.values, seen, count, s.d, s.group, pieces, scores.data());
@@ -121,6 +131,7 @@ void attend_all(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& v
   // rows innermost: consecutive tasks on a thread read the same chunk of keys and values
   at::parallel_for(0, s.kv_heads * chunks * s.rows, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores, spanned;
+    specchat_kernels::ValueWork work;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t row = task % s.rows, chunk = task / s.rows % chunks, kv = task / s.rows / chunks;
       const int64_t first = chunk * kChunk;
@@ -131,7 +142,7 @@ void attend_all(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& v
       if constexpr (kCodes) {
         const CodeScales kv_scales{scales.keys + kv * s.capacity, scales.values + kv * s.capacity};
         attend_code_chunk(coded.heads.data() + head, kp + at, vp + at, kv_scales, seen[row].data() + first, count, s,
-                          static_cast<float>(scale), own, scores, spanned);
+                          static_cast<float>(scale), own, scores, spanned, work);
       } else {
         attend_chunk<T>(arranged.data() + head * s.d, kp + at, vp + at, seen[row].data() + first, count, s,
                         static_cast<float>(scale), own, scores);

@@ -238,9 +238,9 @@ void chunk_vector(const float* q, const T* keys, const T* values, const int32_t*
 
 // Scores already in `scores` (each head's row of kChunk) to the softmax pieces and
 // the weighted values, as chunk_vector finishes (the int8 cache's path)
-template <typename T>
-void pieces_vectors(const T* values, const float* value_scales, const int32_t* seen, int64_t count, int64_t d,
-                    int64_t group, float* pieces, float* scores) {
+// Each head's scores (its row of kChunk) to e^(score - max) in place, max and sum
+// to its piece
+inline void softmax_pieces(int64_t count, int64_t d, int64_t group, float* pieces, float* scores) {
   using V = VectorUnit;
   constexpr int64_t L = V::kLanes;
   for (int64_t h = 0; h < group; ++h) {
@@ -251,6 +251,12 @@ void pieces_vectors(const T* values, const float* value_scales, const int32_t* s
     }
     exp_and_sum(own, count, V::reduce_max(best), pieces + h * (2 + d));
   }
+}
+
+template <typename T>
+void pieces_vectors(const T* values, const float* value_scales, const int32_t* seen, int64_t count, int64_t d,
+                    int64_t group, float* pieces, float* scores) {
+  softmax_pieces(count, d, group, pieces, scores);
   switch (d / (2 * kSpanLanes)) {  // uses_vector_path admits these
     case 1: return weigh_values<T, 1>(values, value_scales, seen, count, group, pieces, scores);
     case 2: return weigh_values<T, 2>(values, value_scales, seen, count, group, pieces, scores);

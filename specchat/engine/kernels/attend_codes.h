@@ -135,6 +135,7 @@ inline void code_scores(const uint8_t* keys, const float* key_scales, const Quer
     // prefetcher alone left a long document's attention at the sum of both)
     const char* ahead = reinterpret_cast<const char*>(keys + (t + 6) * kTile * d);
     for (int64_t line = 0; line < kTile * d; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(key_scales + (t + 6) * kTile), _MM_HINT_T0);
 #endif
     tile_scores(keys + t * kTile * d, heads, group, d, key_scales + t * kTile, scale,
                 spanned.data() + (t - first) * kTile, span);
