@@ -294,7 +294,7 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
             from specchat.engine import format_choice
 
             lean_decoder.attach(model, format_choice.build(model, "fp16"))
-        fp16_linear.pack_fp16(model)
+        fp16_linear.pack_fp16(model, lazy=lean_decoder.attached(model) is not None)
     model.eval()
     return LoadedModel(spec=spec, name=name, model=model, tokenizer=tokenizer, device=device,
                        precision=precision or str(dtype).removeprefix("torch."), pending_format=pending)

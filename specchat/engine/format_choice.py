@@ -206,7 +206,8 @@ def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], 
            forced: str | None = None) -> FormatChoice:
     """Give `target` (a LoadedModel with float weights on the CPU) its lean decoder in
     the remembered or measured format; the transformers model is then fp16-packed, as
-    the fallback for callers that run it directly (distill's batches, the bench's peers)."""
+    the fallback for callers that run it directly (distill's batches, the bench's peers),
+    each layer on its first call where the lean decoder runs the passes."""
     from specchat.engine import fp16_linear
 
     model = target.model
@@ -235,8 +236,8 @@ def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], 
         calibration = warmup_ids(target.tokenizer) if choice.kv else None
         lean_decoder.attach(model, build(model, choice.format, choice.kv, calibration))
         target.precision = choice.format
-    if fp16_linear.available():
-        fp16_linear.pack_fp16(model)
+    if fp16_linear.available():  # packed when first called: with a lean decoder, maybe never
+        fp16_linear.pack_fp16(model, lazy=bool(choice.format))
         target.precision = target.precision if choice.format else "fp16-packed"
     target.format_choice = choice
     return choice

@@ -60,6 +60,26 @@ class Fp16PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, fp16 packed"
 
 
+class LazyFp16PackedLinear(Fp16PackedLinear):
+    """An Fp16PackedLinear packed on its first call, for a model kept as a fallback: a
+    target whose lean decoder runs every pass never calls it, and packing the embedded
+    target's 212 layers took ~1 s of each load (2-core EPYC). Until then the weight
+    waits as fp16, the values packing keeps (so the same bits, and the same memory)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        nn.Module.__init__(self)
+        self.out_features, self.in_features = weight.shape
+        self._waiting = (weight.detach().to(torch.float16), None if bias is None else bias.detach().float().contiguous())
+        self._packed = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed is None:
+            weight, bias = self._waiting
+            self._packed = torch.ops.quantized.linear_prepack_fp16(weight.float().contiguous(), bias)
+            self._waiting = None
+        return super().forward(x)
+
+
 def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
     """Swap every nn.Linear inside `module` for `make(linear)`, in place."""
     for parent in list(module.modules()):
@@ -69,6 +89,7 @@ def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -
     return module
 
 
-def pack_fp16(module: nn.Module) -> nn.Module:
-    """Every linear layer of a CPU float32 module as an fbgemm fp16 GEMM, in place."""
-    return replace_linears(module, Fp16PackedLinear.from_linear)
+def pack_fp16(module: nn.Module, lazy: bool = False) -> nn.Module:
+    """Every linear layer of a CPU float32 module as an fbgemm fp16 GEMM, in place;
+    lazy: each packed on its first call (LazyFp16PackedLinear)."""
+    return replace_linears(module, (LazyFp16PackedLinear if lazy else Fp16PackedLinear).from_linear)

@@ -57,8 +57,8 @@ def load_trained_drafter(target, directory: Path | None = None, *, name: str = "
     else:
         model = model.to(target.device)
         if quant == "fp16":
-            lean_drafter.attach(model)  # from the float weights, before they are packed
-            pack_fp16(model)
+            # from the float weights, before they are packed (on first call where lean passes run)
+            pack_fp16(model, lazy=lean_drafter.attach(model) is not None)
     if model.cfg.reads_target_states:
         from specchat.engine.feature_drafter import FeatureDrafter  # it builds on this module
         drafter = FeatureDrafter(model, name=name)

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from specchat.engine import fp16_linear
+from specchat.engine import fp16_linear, lean_decoder
 from specchat.engine.drafters import ModelDrafter, NoDrafter
-from specchat.engine.fp16_linear import Fp16PackedLinear, pack_fp16
+from specchat.engine.fp16_linear import Fp16PackedLinear, LazyFp16PackedLinear, pack_fp16
 from specchat.engine.session import ChatSession, GenerationSettings
 from specchat.engine.trained_drafter import TrainedDrafter
-from specchat.models import ModelError, _quantization, load_drafter, load_target
+from specchat.models import ModelError, _quantization, load_drafter, load_target, settle_format
 
 pytestmark = pytest.mark.skipif(not fp16_linear.available(), reason="needs fbgemm's fp16 GEMM (x86 with AVX2)")
 
@@ -70,3 +70,23 @@ def test_cpu_default_packs_target_and_shipped_drafter_and_stays_lossless(packed_
         spec = _answers(target, spec_drafter, prompts, max_new_tokens=24, k=k)
         assert [a.text for a in spec] == [a.text for a in plain] and plain[0].text
         assert sum(a.totals.accepted for a in spec) > 0
+
+
+def test_a_lazy_layer_packs_on_its_first_call_to_the_same_bits():
+    torch.manual_seed(3)
+    linear = nn.Linear(64, 48)
+    eager, lazy = Fp16PackedLinear.from_linear(linear), LazyFp16PackedLinear.from_linear(linear)
+    assert lazy._packed is None  # nothing packed at load
+    x = torch.randn(5, 64)
+    assert torch.equal(lazy(x), eager(x)) and lazy._packed is not None
+
+
+def test_a_target_with_a_lean_decoder_leaves_its_fallback_unpacked_until_called(embedded):
+    target = load_target("embedded", device="cpu", lean=True)
+    settle_format(target, NoDrafter())
+    head = target.model.get_output_embeddings()
+    assert lean_decoder.attached(target.model) is not None
+    assert isinstance(head, LazyFp16PackedLinear) and head._packed is None
+    session = ChatSession(target, NoDrafter(), settings=GenerationSettings(max_new_tokens=4))
+    list(session.send("Hello"))
+    assert head._packed is None  # the lean decoder ran every pass
