@@ -121,14 +121,24 @@ def test_the_state_tap_reads_the_lean_decoders_hidden_states():
 
 
 @pytest.mark.skipif("q4_1" not in FORMATS or not cpu_kernels.available(), reason="block formats on specchat's kernels")
-def test_block_products_called_directly_give_the_modules_bits():
-    model = build("llama", VOCAB, window=None)
-    decoder = lean(model, "q4_1")
-    assert all(layer.direct is not None for layer in decoder.body.layers)  # every product a Q4_1 block format's
-    direct = [decoder.logits(piece, cache, keep=len(piece)) for cache in [new_cache(model)]
-              for piece in (PROMPT, [5], [6, 7, 8])]
+@pytest.mark.parametrize("kv", ["", "int8"])
+def test_block_products_called_directly_give_the_modules_bits(kv):
+    """All layers in one operator (lean_layers), each layer's operators called from
+    Python (_step_directly), and the modules: the same bits, a float and an int8 cache."""
+    model = build("llama", VOCAB, hidden=128, window=None, head_dim=32)
+    decoder = format_choice.build(model, "q4_1", kv, PROMPT)
+    assert decoder.body._at_once is not None  # every product a Q4_1 block format's
+    # the first pass makes the buffers and the fifth grows them (512 positions): layer by layer
+    pieces = (PROMPT, [5], [6, 7, 8], list(range(9, 60)), [i % VOCAB for i in range(480)], [3])
+
+    def passes():
+        cache = new_cache(model)
+        return [decoder.logits(piece, cache, keep=len(piece)) for piece in pieces]
+
+    at_once = passes()
+    decoder.body._at_once = None
+    layer_by_layer = passes()
     for layer in decoder.body.layers:
         layer.direct = None  # through the modules, as formats without block products go
-    through_modules = [decoder.logits(piece, cache, keep=len(piece)) for cache in [new_cache(model)]
-                       for piece in (PROMPT, [5], [6, 7, 8])]
-    assert all(torch.equal(a, b) for a, b in zip(direct, through_modules))
+    through_modules = passes()
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(at_once, layer_by_layer, through_modules))
