@@ -28,6 +28,7 @@ from specchat.engine import cpu_kernels, kv_codes
 from specchat.engine.block_formats import TILE_OUTS, Q4_1Linear, Q8_0Linear
 from specchat.engine.cache import KVCache
 from specchat.engine.exact_rows import PAD, _padded, attend_rows, exact_rows, plan_rows, visible  # noqa: F401
+from specchat.engine.layers_at_once import LayersAtOnce
 from specchat.engine.windows import layer_windows
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
@@ -80,24 +81,6 @@ def _direct_products(*linears) -> tuple | None:
         op = torch.ops.specchat_cpu.q4_1_mm if isinstance(linear, Q4_1Linear) else torch.ops.specchat_cpu.q8_0_mm
         direct.append((op, linear.tiles))
     return tuple(direct)
-
-
-def _layers_at_once(layers) -> tuple | None:
-    """lean_layers' per-layer arguments (norms, eps, products, their kinds) where every
-    layer takes the direct path (block products, no per-head norms) and the operator
-    is built; else None."""
-    if not layers or not hasattr(torch.ops.specchat_cpu, "lean_layers") \
-            or any(layer.direct is None or layer.qk_norms for layer in layers):
-        return None
-    norms, eps, products, kinds = [], [], [], []
-    for layer in layers:
-        for weight, epsilon in layer.norms:
-            norms.append(weight)
-            eps.append(float(epsilon))
-        for op, tiles in layer.direct:
-            products.append(tiles)
-            kinds.append(1 if op == torch.ops.specchat_cpu.q8_0_mm else 0)
-    return norms, eps, products, kinds
 
 
 def _takes_bf16(linear) -> bool:
@@ -255,39 +238,17 @@ class LeanBody(nn.Module):
                                     for layer in decoder.layers)
         self.norm = (decoder.norm.weight.detach().float(), decoder.norm.variance_epsilon)
         self.rotary = decoder.rotary_emb
-        self._at_once = _layers_at_once(self.layers)
-
-    def _claim_all(self, cache: KVCache, count: int) -> int | None:
-        """Every layer's claim of `count` positions (LeanLayer.forward's, for the kernels
-        to write into), at one start; None, and nothing claimed, where a layer's buffers
-        must first be made or grown."""
-        first = self.layers[0]
-        dtype = kv_codes.KEYS if first.coded else first.kv_dtype
-        claimed = []
-        for cache_layer in cache.layers:
-            start = cache_layer.claim(count, dtype)
-            if start is None or (claimed and start != claimed[0][1]):
-                for layer_claimed, at in claimed + ([(cache_layer, start)] if start is not None else []):
-                    layer_claimed.length = at  # given back
-                return None
-            claimed.append((cache_layer, start))
-        return claimed[0][1] if claimed else None
+        self.at_once = LayersAtOnce.of(self.layers)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
                 mask: torch.Tensor | None, rows: list | None = None) -> torch.Tensor:
         x = F.embedding(input_ids, self.embed).float()
         cos, sin = self.rotary(x[None], positions[None])
         cos, sin = cos[0].float(), sin[0].float()
-        glue = isinstance(rows, torch.Tensor)
-        start = self._claim_all(cache, x.shape[0]) if glue and self._at_once is not None else None
-        if start is not None:  # every layer in one operator: _step_directly's calls, from C++
-            first = self.layers[0]
-            coded = [(c.key_scales, c.value_scales) for c in cache.layers] if first.coded else []
-            x = torch.ops.specchat_cpu.lean_layers(
-                x, cos, sin, rows, start, first.heads, first.scale, *self._at_once,
-                [c.keys for c in cache.layers], [c.values for c in cache.layers], [k for k, _ in coded],
-                [v for _, v in coded], [layer.channels for layer in self.layers] if coded else [])
-            return _norm(x, self.norm, glue=True)[None]
+        if isinstance(rows, torch.Tensor) and self.at_once is not None:
+            passed = self.at_once(x, cos, sin, rows, cache)
+            if passed is not None:
+                return _norm(passed, self.norm, glue=True)[None]
         for layer, cache_layer in zip(self.layers, cache.layers):
             x = layer(x, cos, sin, cache_layer, mask, rows)
         return _norm(x, self.norm, glue=isinstance(rows, torch.Tensor))[None]

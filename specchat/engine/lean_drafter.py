@@ -58,6 +58,7 @@ class LeanDraftPasses(nn.Module):
         self.head = make_linear(model.head.weight.detach().float(), None)
         self.rope = model.rope
         self.embed = model.embed
+        self.at_once = lean_decoder.LayersAtOnce.of(self.layers)  # Q8_0 products: one operator a step
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: KVCache, keep: int) -> torch.Tensor:
@@ -68,8 +69,12 @@ class LeanDraftPasses(nn.Module):
         cache.reserve(start + count)
         x = torch.nn.functional.embedding(input_ids[0], self.embed).float()
         cos, sin = self.rope(start, count, torch.float32)
-        for layer, cache_layer in zip(self.layers, cache.layers):
-            x = layer(x, cos, sin, cache_layer, mask, rows)
+        passed = self.at_once(x, cos, sin, rows, cache) if rows is not None and self.at_once is not None else None
+        if passed is not None:
+            x = passed
+        else:
+            for layer, cache_layer in zip(self.layers, cache.layers):
+                x = layer(x, cos, sin, cache_layer, mask, rows)
         x = lean_decoder._norm(x[-keep:], self.norm, glue=rows is not None)
         return self.head(x)[None]
 

@@ -127,7 +127,7 @@ def test_block_products_called_directly_give_the_modules_bits(kv):
     Python (_step_directly), and the modules: the same bits, a float and an int8 cache."""
     model = build("llama", VOCAB, hidden=128, window=None, head_dim=32)
     decoder = format_choice.build(model, "q4_1", kv, PROMPT)
-    assert decoder.body._at_once is not None  # every product a Q4_1 block format's
+    assert decoder.body.at_once is not None  # every product a Q4_1 block format's
     # the first pass makes the buffers and the fifth grows them (512 positions): layer by layer
     pieces = (PROMPT, [5], [6, 7, 8], list(range(9, 60)), [i % VOCAB for i in range(480)], [3])
 
@@ -136,7 +136,7 @@ def test_block_products_called_directly_give_the_modules_bits(kv):
         return [decoder.logits(piece, cache, keep=len(piece)) for piece in pieces]
 
     at_once = passes()
-    decoder.body._at_once = None
+    decoder.body.at_once = None
     layer_by_layer = passes()
     for layer in decoder.body.layers:
         layer.direct = None  # through the modules, as formats without block products go
