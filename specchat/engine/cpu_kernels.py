@@ -47,6 +47,12 @@ def built() -> bool:
     return hasattr(torch.ops.specchat_cpu, "attend_rows")
 
 
+def compiled() -> bool:
+    """Whether this machine's build of the current sources is on disk (loading it
+    takes a moment; building it ~15 s)."""
+    return (_build_directory() / "specchat_cpu.so").is_file()
+
+
 @lru_cache(maxsize=None)
 def why_unavailable() -> str | None:
     """None once the kernels are loaded, else why they cannot be (built on first call)."""

@@ -213,7 +213,8 @@ def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], 
     model = target.model
     why_not = lean_decoder.unsupported(model)
     if why_not is None and not cpu_kernels.built():
-        progress("building specchat's CPU kernels for this machine (once, ~15 s)…")
+        if not cpu_kernels.compiled():  # else loaded from the user cache, said nothing of
+            progress("building specchat's CPU kernels for this machine (once, ~15 s)…")
         cpu_kernels.why_unavailable()
     if why_not is not None:
         choice = FormatChoice("", f"transformers' forward ({why_not})")

@@ -191,3 +191,9 @@ def test_the_avx2_build_computes_the_block_products_alike(tmp_path):
         assert torch.allclose(together, layer(x), rtol=1e-5, atol=1e-5)
         for row in range(7):  # 7 rows: a group of four and one of three
             assert torch.equal(op(x[row:row + 1], layer.tiles), together[row:row + 1])
+
+
+def test_a_build_on_disk_is_known_before_loading_so_a_start_does_not_announce_a_build(tmp_path, monkeypatch):
+    assert cpu_kernels.compiled()  # loaded above: its library sits in the user cache
+    monkeypatch.setattr(cpu_kernels, "_build_directory", lambda: tmp_path)  # sources never built here
+    assert not cpu_kernels.compiled()
