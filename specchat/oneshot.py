@@ -129,12 +129,18 @@ def _pieces(r: Round, show_rejected: bool) -> list[tuple[str, str]]:
 # --- summaries -----------------------------------------------------------------------
 
 
-def _estimate(start: TurnStart | None, totals) -> float | None:
+def _plain_step(start: TurnStart | None, end: TurnEnd) -> float | None:
+    """The plain step as the session knew it at the turn's end (warm-up, then every
+    plain round, this turn's too), else at its start."""
+    return end.plain_step_s or (start.plain_step_s if start else None)
+
+
+def _estimate(start: TurnStart | None, end: TurnEnd) -> float | None:
     """The turn's speedup estimate; none for a turn that never drafted by design
     (speculation off is the baseline itself), as on the chat screen."""
     if start is None or start.drafter == "none" or start.k == "0":
         return None
-    return estimated_speedup(totals, start.plain_step_s)
+    return estimated_speedup(end.totals, _plain_step(start, end))
 
 
 def result_json(start: TurnStart | None, end: TurnEnd) -> dict[str, Any]:
@@ -158,8 +164,8 @@ def result_json(start: TurnStart | None, end: TurnEnd) -> dict[str, Any]:
             "alternatives": totals.alternatives,
             "alternatives_accepted": totals.alternatives_accepted,
             # README, "Speedup": tokens × plain step ÷ the rounds' time; null unmeasured.
-            "speedup_estimate": _estimate(start, totals),
-            "plain_step_s": start.plain_step_s if start else None,
+            "speedup_estimate": _estimate(start, end),
+            "plain_step_s": _plain_step(start, end),
         },
     }
     if end.error:
@@ -178,9 +184,9 @@ def stats_line(start: TurnStart | None, end: TurnEnd) -> str:
     ]
     if t.alternatives:
         parts.append(f"{t.alternatives_accepted}/{t.alternatives} alternatives accepted")
-    estimate = _estimate(start, t)
+    estimate = _estimate(start, end)
     if estimate is not None:
-        parts.append(f"speedup ≈{estimate:.2f}× (estimate: plain step {1000 * start.plain_step_s:.1f} ms)")
+        parts.append(f"speedup ≈{estimate:.2f}× (estimate: plain step {1000 * _plain_step(start, end):.1f} ms)")
     if start is not None:
         parts += [start.held_on(), f"target {start.target}", f"drafter {start.drafter}"]
     if end.finish_reason not in ("eos", "stop"):

@@ -116,6 +116,9 @@ class Round:
     verify_time_s: float
     alternatives: list[AlternativeToken] = field(default_factory=list)
     unverified: int = 0  # drafts made after `drafted` that the draft-length rule did not verify
+    # The plain step's cost as the session knows it after this round (warm-up, then
+    # every plain round so far, this turn's too): what the speedup estimate divides by.
+    plain_step_s: float | None = None
 
     @property
     def accepted(self) -> list[DraftedToken | AlternativeToken]:
@@ -231,6 +234,7 @@ class TurnEnd:
     text: str
     totals: Totals = field(default_factory=Totals)
     error: str | None = None
+    plain_step_s: float | None = None  # as Round.plain_step_s, at the turn's end
 
 
 Event = Union[TurnStart, Notice, Round, TurnEnd]

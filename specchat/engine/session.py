@@ -249,6 +249,7 @@ class ChatSession:
                     break
                 totals.add_round(r)
                 self.costs.observe(r)
+                r.plain_step_s = self.costs.plain_step_s  # the estimate follows this turn's plain rounds too
                 answer.content = state.text
                 yield r
             reason = state.finish_reason or "cancelled"
@@ -262,7 +263,8 @@ class ChatSession:
         finally:
             answer.content = state.text if state is not None else ""
             answer.status = reason if reason in ("cancelled", "error") else "complete"
-        yield TurnEnd(turn=turn, finish_reason=reason, text=answer.content, totals=totals, error=error)
+        yield TurnEnd(turn=turn, finish_reason=reason, text=answer.content, totals=totals, error=error,
+                      plain_step_s=self.costs.plain_step_s)
 
     def _prefill(self, turn: int, user_text: str, prompt: list[int]) -> TurnStart:
         """Bring both caches up to the prompt, reusing what earlier turns left."""

@@ -99,7 +99,9 @@ def compute(transcript: Transcript) -> GaugeValues:
         spt = _s_per_token(turn)
         speedup = baseline.s_per_token / spt if spt else None
     elif latest and latest.start and not latest.autoregressive:
-        plain_step = latest.start.plain_step_s
+        # the newest figure: a round carries the plain step as it stood after it
+        plain_step = next((r.plain_step_s for r in reversed(latest.rounds) if r.plain_step_s),
+                          latest.start.plain_step_s)
         estimate = estimated_speedup(turn, plain_step)
     return GaugeValues(
         turn=turn,

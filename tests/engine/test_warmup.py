@@ -56,9 +56,15 @@ def test_plain_rounds_of_the_conversation_keep_the_plain_step_current(pair):
     target, _ = pair
     session = ChatSession(target, NoDrafter(), settings=GenerationSettings(max_new_tokens=8))
     session.costs.plain_step_s = 10.0  # far from what a tiny model's step costs
-    rounds = [e for e in session.send("t1 t2") if isinstance(e, Round)]
+    events = list(session.send("t1 t2"))
+    rounds = [e for e in events if isinstance(e, Round)]
     assert len(rounds) == 8
     assert 0 < session.costs.plain_step_s < 10.0 * (1 - 0.05) ** 7
+    # each round carries the figure as it stood after it, so the estimate follows the
+    # turn's own plain rounds (the chat screen's load included), and so does the end
+    carried = [r.plain_step_s for r in rounds]
+    assert carried == sorted(carried, reverse=True) and carried[-1] == session.costs.plain_step_s
+    assert events[-1].plain_step_s == session.costs.plain_step_s
 
 
 def test_a_saved_calibration_seeds_the_rule_with_its_rates_and_a_capped_weight(tmp_path):
@@ -145,3 +151,8 @@ def test_the_estimate_from_a_recorded_trace_is_tokens_times_the_plain_step_over_
     end = TurnEnd(turn=1, finish_reason="length", text="", totals=totals)
     assert result_json(start, end)["stats"]["speedup_estimate"] == pytest.approx(9 * 0.020 / 0.13)
     assert f"speedup ≈{9 * 0.020 / 0.13:.2f}× (estimate" in stats_line(start, end)
+    # the plain step as the turn's end knew it, where the session says
+    end.plain_step_s = 0.026
+    assert result_json(start, end)["stats"]["speedup_estimate"] == pytest.approx(9 * 0.026 / 0.13)
+    assert result_json(start, end)["stats"]["plain_step_s"] == 0.026
+    assert "plain step 26.0 ms" in stats_line(start, end)

@@ -102,7 +102,7 @@ def render_gauges(values: GaugeValues, info: RunInfo, colors: dict[str, str]) ->
         value = "—" if values.estimate is None else f"≈{values.estimate:.2f}×"
         out.append(f"  {value}", Style(bold=True))
         out.append(" estimate\n", label)
-        out.append(f" vs a plain step of\n {1000 * values.plain_step_s:.0f} ms"
+        out.append(f" vs a plain step of\n {1000 * values.plain_step_s:.1f} ms"
                    f" (/spec off measures)\n", label)
     else:
         out.append("  no baseline yet\n", Style(color=colors["correction"]))
