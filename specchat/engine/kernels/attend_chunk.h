@@ -236,8 +236,6 @@ void chunk_vector(const float* q, const T* keys, const T* values, const int32_t*
   weigh_values<T, B>(values, nullptr, seen, count, group, pieces, scores);
 }
 
-// Scores already in `scores` (each head's row of kChunk) to the softmax pieces and
-// the weighted values, as chunk_vector finishes (the int8 cache's path)
 // Each head's scores (its row of kChunk) to e^(score - max) in place, max and sum
 // to its piece
 inline void softmax_pieces(int64_t count, int64_t d, int64_t group, float* pieces, float* scores) {
@@ -253,6 +251,9 @@ inline void softmax_pieces(int64_t count, int64_t d, int64_t group, float* piece
   }
 }
 
+// Scores already in `scores` (each head's row of kChunk) to the softmax pieces and
+// the weighted values, as chunk_vector finishes (the int8 cache's path where
+// value_codes.h does not apply)
 template <typename T>
 void pieces_vectors(const T* values, const float* value_scales, const int32_t* seen, int64_t count, int64_t d,
                     int64_t group, float* pieces, float* scores) {
