@@ -29,6 +29,7 @@ from specchat.engine.block_formats import TILE_OUTS, Q4_1Linear, Q8_0Linear
 from specchat.engine.cache import KVCache
 from specchat.engine.exact_rows import PAD, _padded, attend_rows, exact_rows, plan_rows, visible  # noqa: F401
 from specchat.engine.layers_at_once import LayersAtOnce
+from specchat.engine.rotation_table import RotationTable
 from specchat.engine.windows import layer_windows
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
@@ -238,13 +239,17 @@ class LeanBody(nn.Module):
                                     for layer in decoder.layers)
         self.norm = (decoder.norm.weight.detach().float(), decoder.norm.variance_epsilon)
         self.rotary = decoder.rotary_emb
+        self.rotation = RotationTable.of(self.rotary)  # None: the module on every pass
         self.at_once = LayersAtOnce.of(self.layers)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
                 mask: torch.Tensor | None, rows: list | None = None) -> torch.Tensor:
         x = F.embedding(input_ids, self.embed).float()
-        cos, sin = self.rotary(x[None], positions[None])
-        cos, sin = cos[0].float(), sin[0].float()
+        if self.rotation is not None:
+            cos, sin = self.rotation(x, positions)
+        else:
+            cos, sin = self.rotary(x[None], positions[None])
+            cos, sin = cos[0].float(), sin[0].float()
         if isinstance(rows, torch.Tensor) and self.at_once is not None:
             passed = self.at_once(x, cos, sin, rows, cache)
             if passed is not None:

@@ -142,3 +142,30 @@ def test_block_products_called_directly_give_the_modules_bits(kv):
         layer.direct = None  # through the modules, as formats without block products go
     through_modules = passes()
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(at_once, layer_by_layer, through_modules))
+
+
+@pytest.mark.parametrize("family", LEAN)
+def test_the_rotation_table_holds_the_rotary_modules_values(family):
+    """The lean body indexes a table instead of calling the rotary module every pass:
+    the same bits at any position, a pass's or a single one, past the first table."""
+    from specchat.engine.rotation_table import RotationTable
+
+    rotary = build(family, VOCAB, window=None).get_decoder().rotary_emb
+    table = RotationTable.of(rotary)
+    assert table is not None
+    x = torch.zeros(3, 8)
+    with torch.inference_mode():
+        for positions in ([0], [5, 6, 7], [1500], [40, 41, 41, 42]):  # 1500 grows it; 41 twice: alternatives
+            cos, sin = rotary(x[None], torch.tensor([positions]))
+            got_cos, got_sin = table(x, torch.tensor(positions))
+            assert torch.equal(got_cos, cos[0].float()) and torch.equal(got_sin, sin[0].float())
+
+
+def test_a_rope_that_changes_with_the_length_keeps_the_modules_call():
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from specchat.engine.rotation_table import RotationTable
+
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    assert RotationTable.of(LlamaRotaryEmbedding(config)) is None
