@@ -65,12 +65,13 @@ class LayersAtOnce:
         layer's buffers must first be made or grown."""
         first = self.layers[0]
         dtype = kv_codes.KEYS if first.coded else first.kv_dtype
-        claimed = []
+        claimed = []  # (layer, its start)
         for cache_layer in cache.layers:
             start = cache_layer.claim(count, dtype)
-            if start is None or (claimed and start != claimed[0][1]):
-                for layer_claimed, at in claimed + ([(cache_layer, start)] if start is not None else []):
-                    layer_claimed.length = at  # given back
+            if start is not None:
+                claimed.append((cache_layer, start))
+            if start is None or start != claimed[0][1]:
+                for layer, at in claimed:
+                    layer.length = at  # given back
                 return None
-            claimed.append((cache_layer, start))
         return claimed[0][1] if claimed else None

@@ -71,7 +71,7 @@ void rotate(const T* x, const float* cos, const float* sin, int64_t d, float* ou
 }
 
 // An int8 cache's row: codes round(x / scale), scale = max |x| / 127 (as
-// lean_decoder.to_codes rounds a prefill's rows: to nearest, ties to even)
+// kv_codes.to_codes rounds a prefill's rows: to nearest, ties to even)
 void to_codes(const float* x, int64_t d, int8_t* codes, float* scale) {
   float largest = 0.f;
   for (int64_t e = 0; e < d; ++e) largest = std::max(largest, std::fabs(x[e]));

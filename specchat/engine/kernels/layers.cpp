@@ -19,33 +19,32 @@ namespace {
 
 using Optional = c10::optional<at::Tensor>;
 
-// The operators, as the other kernels register them
+// The operators' signatures, as the other kernels register them
+using RmsNorm = at::Tensor(const at::Tensor&, const at::Tensor&, double, bool);
+using RotateIntoCache = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor, at::Tensor,
+                                   int64_t, int64_t, const Optional&, const Optional&, const Optional&);
+using AttendRows = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                              const Optional&, const Optional&);
+using SiluMul = at::Tensor(const at::Tensor&, bool);
+using Product = at::Tensor(const at::Tensor&, const at::Tensor&);
+
 struct Operators {
-  c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&, double, bool)> rms_norm;
-  c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor, at::Tensor,
-                                      int64_t, int64_t, const Optional&, const Optional&, const Optional&)>
-      rotate_into_cache;
-  c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                      double, const Optional&, const Optional&)>
-      attend_rows;
-  c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, bool)> silu_mul;
-  c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&)> q4_1_mm, q8_0_mm;
+  c10::TypedOperatorHandle<RmsNorm> rms_norm;
+  c10::TypedOperatorHandle<RotateIntoCache> rotate_into_cache;
+  c10::TypedOperatorHandle<AttendRows> attend_rows;
+  c10::TypedOperatorHandle<SiluMul> silu_mul;
+  c10::TypedOperatorHandle<Product> q4_1_mm, q8_0_mm;
 
   static const Operators& get() {
     static const Operators ops = [] {
       auto& d = c10::Dispatcher::singleton();
       auto find = [&](const char* name) { return d.findSchemaOrThrow(name, ""); };
-      return Operators{
-          find("specchat_cpu::rms_norm").typed<at::Tensor(const at::Tensor&, const at::Tensor&, double, bool)>(),
-          find("specchat_cpu::rotate_into_cache")
-              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor, at::Tensor,
-                                int64_t, int64_t, const Optional&, const Optional&, const Optional&)>(),
-          find("specchat_cpu::attend_rows")
-              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                                const Optional&, const Optional&)>(),
-          find("specchat_cpu::silu_mul").typed<at::Tensor(const at::Tensor&, bool)>(),
-          find("specchat_cpu::q4_1_mm").typed<at::Tensor(const at::Tensor&, const at::Tensor&)>(),
-          find("specchat_cpu::q8_0_mm").typed<at::Tensor(const at::Tensor&, const at::Tensor&)>()};
+      return Operators{find("specchat_cpu::rms_norm").typed<RmsNorm>(),
+                       find("specchat_cpu::rotate_into_cache").typed<RotateIntoCache>(),
+                       find("specchat_cpu::attend_rows").typed<AttendRows>(),
+                       find("specchat_cpu::silu_mul").typed<SiluMul>(),
+                       find("specchat_cpu::q4_1_mm").typed<Product>(),
+                       find("specchat_cpu::q8_0_mm").typed<Product>()};
     }();
     return ops;
   }
