@@ -130,3 +130,10 @@ class Q8_0Linear(nn.Module):
         y = torch.ops.specchat_cpu.q8_0_mm(x.reshape(-1, self.in_features), self.tiles)
         y = y[:, : self.out_features].view(*x.shape[:-1], self.out_features)
         return y + self.bias if self.bias is not None else y
+
+
+def block_weights(module: nn.Module | None) -> list[torch.Tensor]:
+    """The tiles of every Q4_1 and Q8_0 layer in `module` (none for None)."""
+    if module is None:
+        return []
+    return [m.tiles for m in module.modules() if isinstance(m, (Q4_1Linear, Q8_0Linear))]

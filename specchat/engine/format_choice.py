@@ -38,7 +38,8 @@ from typing import Callable
 
 import torch
 
-from specchat.engine import cpu_kernels, kv_codes, lean_decoder, weight_formats
+from specchat.engine import cpu_kernels, huge_pages, kv_codes, lean_decoder, weight_formats
+from specchat.engine.block_formats import block_weights
 from specchat.engine.drafters import Drafter, NoDrafter
 from specchat.engine.forward import forward_logits, new_cache
 from specchat.engine.machine import cpu_name
@@ -235,8 +236,12 @@ def settle(target, drafter: Drafter, cache_dir: Path, progress: Callable[[str], 
                 remember(path, key, choice)
     if choice.format:
         calibration = warmup_ids(target.tokenizer) if choice.kv else None
-        lean_decoder.attach(model, build(model, choice.format, choice.kv, calibration))
+        decoder = build(model, choice.format, choice.kv, calibration)
+        lean_decoder.attach(model, decoder)
         target.precision = choice.format
+        # The drafter's lean passes (a trained drafter's) stream their weights each round too.
+        drafter_passes = getattr(getattr(drafter, "model", None), "lean", None)
+        huge_pages.into_huge_pages(block_weights(decoder) + block_weights(drafter_passes))
     if fp16_linear.available():  # packed when first called: with a lean decoder, maybe never
         fp16_linear.pack_fp16(model, lazy=bool(choice.format))
         target.precision = target.precision if choice.format else "fp16-packed"
