@@ -2,11 +2,14 @@
 
 The adaptive rule (`AdaptiveK`) makes three decisions, all from measurements:
 
-1. before a round, whether to draft at all (`choose`): yes while the rounds that
-   drafted have lately gained tokens over plain steps in the same time, or lost
-   less than about one (each round gains its tokens minus its time in plain steps);
-   otherwise plain decoding, with a probe now and then (at growing gaps) so it
-   notices when the text becomes predictable again;
+1. before a round, whether to draft at all, and at most how many (`choose`): yes
+   while a round's first draft has lately held more often than its price (its
+   drafting and its row of the verify pass, in plain steps: about a quarter on a
+   2-core CPU), a slow mean that a few unlucky rounds do not tip; otherwise plain
+   decoding, with a probe now and then (at growing gaps) so it notices when the
+   text becomes predictable again. Runs start at two drafts in each answer and
+   lengthen by one while they hold whole (shorten by one when a first draft fails):
+   the calibration below is the drafter's on its own kind of text;
 2. while drafting, after each drafted token, whether to draft another (`draft_more`);
 3. after drafting, how many of the drafts to verify, and how many of the drafter's
    alternatives beside them (`submit`).
@@ -50,10 +53,14 @@ from specchat.engine.costs import StepCosts
 from specchat.engine.drafters import Alternative, choose_alternatives
 from specchat.engine.events import Round
 
-_DECAY = 0.97  # per drafting round; roughly the last ~30 rounds matter
+_HELD_EMA = 0.05  # per drafting round: the first drafts' mean follows roughly the last twenty
+_FIRST_HELD_PRIOR = 0.5
+_STEADY_CATCHUP = 3  # tokens a drafter feeds before drafting, round after round
 _EMA = 0.2
-_STALL = 1.5  # a drafting round counts at most this many times its expected time
-_TOLERATED_LOSS = 1.0  # tokens (decayed sum) drafting may lag plain decoding by before it stops
+_FIRST_PROBE_GAP, _LAST_PROBE_GAP = 4, 64  # plain rounds before a probe: doubling while probes fail
+_RESUMED_MARGIN = 0.05  # how far above its price a held probe puts the first drafts' mean
+_FIRST_RUN_CAP = 2  # drafts a run may have at the start of an answer
+_OUTLIER = 1.5  # a cost measurement counts at most this far (either way) from the current figure
 
 Spare = Callable[[int], int]  # alternatives that may be verified beside a run of n drafts
 
@@ -75,6 +82,9 @@ class FixedK:
     def observe(self, r: Round, catchup_tokens: int = 0) -> None:
         pass
 
+    def new_answer(self) -> None:
+        pass
+
     def label(self) -> str:
         return str(self.k)
 
@@ -87,11 +97,14 @@ class AdaptiveK:
     draft_cost: float | None = None  # seconds per drafted token (EMA)
     calibration: Calibration = field(default_factory=Calibration)  # drafts
     alternative_calibration: Calibration = field(default_factory=Calibration)  # where the draft was not
-    # Decayed sum over the rounds that drafted of their tokens minus the plain steps
-    # their time would have bought; None until a round has drafted.
-    drafting_gain: float | None = None
+    # How often the first draft of a drafting round has lately held (an EMA; None
+    # until a round has drafted). Drafting goes on while that beats what a first
+    # draft costs (`_first_draft_price`); the drafts after it are decided by p.
+    first_held: float | None = None
     _rounds_at_zero: int = 0
-    _probe_gap: int = 16
+    _probe_gap: int = _FIRST_PROBE_GAP
+    _probing: bool = False  # the round chosen last is a probe
+    _run_cap: int = _FIRST_RUN_CAP  # the longest run a round may draft now (_follow_run_cap)
 
     @classmethod
     def seeded(cls, max_k: int, costs: StepCosts | None, drafter: str,
@@ -112,32 +125,38 @@ class AdaptiveK:
     def label(self) -> str:
         return "auto"
 
+    def new_answer(self) -> None:
+        """A new answer is new text: what the last one said of the drafts (how often
+        they held, how long a run may be) is guessed again, so that an answer the
+        drafter could not follow does not leave drafting off for the next one. The
+        costs and the calibration carry over."""
+        if self.first_held is not None:
+            self.first_held = _FIRST_HELD_PRIOR
+        self._rounds_at_zero, self._probe_gap, self._run_cap = 0, _FIRST_PROBE_GAP, _FIRST_RUN_CAP
+
     # -- measurements -------------------------------------------------------
     def observe(self, r: Round, catchup_tokens: int = 0) -> None:
-        fed = r.fed
+        self.verify_cost[r.fed] = _follow(self.verify_cost.get(r.fed), r.verify_time_s)
         made = len(r.drafted) + r.unverified
-        # What the cost model expected the round to take, before the round updates it.
-        expected = self._round_time(made, len(r.drafted), len(r.alternatives)) \
-            if self.verify_cost and self.draft_cost is not None else None
-        old = self.verify_cost.get(fed)
-        self.verify_cost[fed] = r.verify_time_s if old is None else old + _EMA * (r.verify_time_s - old)
-        if r.k == 0:
+        probe, self._probing = self._probing, False
+        if r.k == 0 or not made:
             return
-        # A round that drafted and then verified nothing still paid for its drafts.
-        spent = r.draft_time_s + r.verify_time_s
-        if expected is not None:
-            # A one-off stall (the chat screen mounting its first answer took a 170 ms
-            # round where 65 were expected) is not drafting's fault, and plain steps are
-            # not charged for theirs: a round counts at most _STALL times the expected.
-            spent = min(spent, _STALL * expected)
-        gain = r.tokens - spent / self._verify_time(1)
-        self.drafting_gain = gain if self.drafting_gain is None else self.drafting_gain * _DECAY + gain
-        # Floored, so that after a long bad stretch one good probe turns drafting back on.
-        self.drafting_gain = max(self.drafting_gain, -2.0 * _TOLERATED_LOSS)
-        if made:
-            # Catch-up tokens (fed after a bonus) are part of the drafting price.
-            self.draft_cost = r.draft_time_s / made if self.draft_cost is None else \
-                self.draft_cost + _EMA * (r.draft_time_s / made - self.draft_cost)
+        # A draft left unverified (the rule judged it unlikely) gained nothing either.
+        held = float(bool(r.drafted) and r.drafted[0].accepted)
+        before = _FIRST_HELD_PRIOR if self.first_held is None else self.first_held
+        self.first_held = before + _HELD_EMA * (held - before)
+        price = self._first_draft_price()
+        if probe and held and price + _RESUMED_MARGIN < 1.0:
+            # The mean moves slowly, so that a few unlucky rounds do not stop drafting;
+            # a probe that holds starts it again at once (where drafts that always hold
+            # could pay at all), and the rounds after it decide.
+            self.first_held = max(self.first_held, price + _RESUMED_MARGIN)
+        # The token or two fed after each round (a correction, a bonus) are part of the
+        # drafting price; a catch-up after plain rounds is not: it is paid once when
+        # drafting resumes, and counting it made every probe look dear.
+        if catchup_tokens <= _STEADY_CATCHUP:
+            self.draft_cost = _follow(self.draft_cost, r.draft_time_s / made)
+        self._follow_run_cap(r)
         if r.drafted:
             self._calibrate(r)
 
@@ -191,19 +210,41 @@ class AdaptiveK:
         limit = max(0, min(self.max_k, limit))
         if limit == 0:
             return 0
-        if self.drafting_gain is None:
+        limit = min(limit, self._run_cap)
+        if self.first_held is None or self.draft_cost is None:
             return min(self.first_k, limit)
-        if self.drafting_gain > -_TOLERATED_LOSS:
-            self._rounds_at_zero, self._probe_gap = 0, 16
+        if self.first_held > self._first_draft_price():
+            self._rounds_at_zero, self._probe_gap = 0, _FIRST_PROBE_GAP
             return limit
         self._rounds_at_zero += 1
         if self._rounds_at_zero >= self._probe_gap:
             # Probe: the text may have become predictable. Gaps grow while probes fail,
             # so a drafter that never pays costs almost nothing.
             self._rounds_at_zero = 0
-            self._probe_gap = min(self._probe_gap * 2, 256)
+            self._probe_gap = min(self._probe_gap * 2, _LAST_PROBE_GAP)
+            self._probing = True
             return limit
         return 0
+
+    def _follow_run_cap(self, r: Round) -> None:
+        """The longest run a round may draft: one shorter when a round's first draft is
+        rejected, one longer when a run of the cap's length holds whole. The calibration
+        is the drafter's on its own kind of prompts; on other text its confident
+        drafts held far less often (p 0.4-0.9: 0.28-0.71 against 0.49-0.92), and the
+        long runs it asked for cost more than they gained until the calibration had
+        learned the text."""
+        if not r.drafted:
+            return
+        if not r.drafted[0].accepted:
+            self._run_cap = max(1, self._run_cap - 1)
+        elif all(t.accepted for t in r.drafted) and len(r.drafted) >= self._run_cap:
+            self._run_cap = min(self.max_k, self._run_cap + 1)
+
+    def _first_draft_price(self) -> float:
+        """How often a round's first draft must hold for drafting to pay: its drafting
+        and its row of the verify pass, in plain steps."""
+        plain = self._verify_time(1)
+        return ((self.draft_cost or 0.0) + self._verify_time(2) - plain) / plain
 
     def draft_more(self, ps: list[float]) -> bool:
         """After drafts with probabilities `ps`: is one more worth drafting? Yes when,
@@ -243,3 +284,13 @@ class AdaptiveK:
                     best, choice = rate, (n, ranked[:m])
         n, beside = choice
         return n, sorted(beside, key=lambda a: (a.position, -a.p))  # in position order
+
+
+def _follow(current: float | None, measured: float) -> float:
+    """An EMA step towards `measured`, clipped to within _OUTLIER of `current`: one
+    stalled pass (the first of a turn after the front end's work took 2x) must not
+    make a pass size look dear for the rest of the turn."""
+    if current is None:
+        return measured
+    measured = min(max(measured, current / _OUTLIER), current * _OUTLIER)
+    return current + _EMA * (measured - current)

@@ -291,9 +291,11 @@ class ChatSession:
         s = self.settings
         rules = StopRules(eos_ids=self._eos, stop_strings=tuple(s.stop) + self._template_stops(),
                           max_new_tokens=s.max_new_tokens, max_total_tokens=self._ctx)
+        policy = self._policy_for_turn()
+        policy.new_answer()
         return SpeculativeDecoder(self.target.model, self._cache, self._cached, self.drafter,
                                   IncrementalDecoder(self.target.tokenizer), s.sampling(),
-                                  self._policy_for_turn(), rules, self._generator_for_turn(), self._cancel,
+                                  policy, rules, self._generator_for_turn(), self._cancel,
                                   spare=self._spare)
 
     def _template_stops(self) -> tuple[str, ...]:

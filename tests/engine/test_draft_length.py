@@ -160,3 +160,74 @@ def test_alternatives_are_verified_when_their_worth_beats_their_cost():
     # second draft, which is needed only when the first draft holds (half the worth).
     gentle = _alternatives_policy(lambda fed: 0.045 + 0.002 * (fed - 1))
     assert gentle.submit([0.5, 0.5], candidates, _fill_to_6) == (2, [candidates[0]])
+
+
+def _costly_rows(fed: int) -> float:
+    # the 2-core EPYC's shape (ms): a step 2.5, each further token fed ~0.3
+    return 0.0025 + 0.0003 * (fed - 1)
+
+
+def _measured(policy: AdaptiveK) -> AdaptiveK:
+    policy.verify_cost = {fed: _costly_rows(fed) for fed in range(1, 10)}
+    policy.draft_cost = 0.0003
+    return policy
+
+
+def test_drafting_goes_on_through_early_rejections_where_drafts_pay_on_average():
+    # A first draft here must hold a quarter of the time to pay (its drafting and its
+    # row); these hold 2 times in 5, after six rejections in a row. The rule of stop 32
+    # stopped after two of them, and a 64-token answer then ran almost all plain.
+    policy = _measured(AdaptiveK(max_k=8))
+    held = [False] * 6 + [i % 5 < 2 for i in range(60)]
+    caps = []
+    for ok in held:
+        k = policy.choose(limit=100)
+        caps.append(k)
+        if k:
+            policy.observe(_round(int(ok), [0.4], 0.0003, _costly_rows(2), k=k))
+        else:
+            policy.observe(_round(0, [], 0.0, _costly_rows(1), k=0))
+    assert sum(k > 0 for k in caps) / len(caps) > 0.9
+
+
+def test_runs_start_short_and_lengthen_while_they_hold():
+    policy = _measured(AdaptiveK(max_k=8))
+    assert policy.choose(limit=100) == 2  # an answer's first rounds
+    for expected in (3, 4, 5):  # each run of the cap's length that holds whole
+        policy.observe(_round(expected - 1, [0.99] * (expected - 1), 0.0003, _costly_rows(expected), k=8))
+        assert policy.choose(limit=100) == expected
+    policy.observe(_round(0, [0.99], 0.0003, _costly_rows(2), k=8))  # a rejected first draft
+    assert policy.choose(limit=100) == 4
+    policy.new_answer()
+    assert policy.choose(limit=100) == 2
+
+
+def test_an_answer_the_drafter_could_not_follow_does_not_stop_drafting_in_the_next():
+    policy = _measured(AdaptiveK(max_k=8))
+    for _ in range(40):
+        k = policy.choose(limit=100)
+        policy.observe(_round(0, [0.4] if k else [], 0.0003 if k else 0.0, _costly_rows(2 if k else 1), k=k))
+    assert policy.choose(limit=100) == 0
+    policy.new_answer()
+    assert policy.choose(limit=100) > 0
+
+
+def test_a_held_probe_starts_drafting_again_at_once():
+    policy = _measured(AdaptiveK(max_k=8))
+    for _ in range(40):  # drafting stops; a probe comes 4 plain rounds later
+        k = policy.choose(limit=100)
+        policy.observe(_round(0, [0.4] if k else [], 0.0003 if k else 0.0, _costly_rows(2 if k else 1), k=k))
+    while (k := policy.choose(limit=100)) == 0:
+        policy.observe(_round(0, [], 0.0, _costly_rows(1), k=0))
+    policy.observe(_round(1, [0.4], 0.0003, _costly_rows(2), k=k))  # the probe's draft holds
+    assert policy.choose(limit=100) > 0
+
+
+def test_a_catch_up_after_plain_rounds_and_a_stalled_pass_do_not_make_drafting_look_dear():
+    policy = _measured(AdaptiveK(max_k=8))
+    # 16 tokens fed before the first draft: a cost paid once, when drafting resumed
+    policy.observe(_round(0, [0.4], 0.0015, _costly_rows(2), k=8), catchup_tokens=16)
+    assert policy.draft_cost == 0.0003
+    # a pass that stalled 4x moves its size's cost as one 1.5x slower would
+    policy.observe(_round(0, [0.4], 0.0003, 4 * _costly_rows(2), k=8), catchup_tokens=1)
+    assert abs(policy.verify_cost[2] - _costly_rows(2) * (1 + 0.2 * 0.5)) < 1e-12

@@ -103,7 +103,7 @@ def test_runs_cut_by_the_adaptive_rule_keep_output_and_states_right(tiny_llama):
     drafter = FeatureDrafter(_feature_model(target, draft_vocab=48), "states", use_lookup=False)
     prompt = [5, 9, 2, 7, 7, 1, 30, 4]
     # Measured costs where each verified token costs 40% of a step: unsure drafts are cut.
-    policy = AdaptiveK(max_k=4, draft_cost=0.001, drafting_gain=0.0,
+    policy = AdaptiveK(max_k=4, draft_cost=0.001, first_held=1.0,
                        verify_cost={fed: 0.045 + 0.018 * (fed - 1) for fed in range(1, 6)})
     state, rounds, _ = decode_once(target, word_tokenizer(48), drafter, prompt, k=4, new_tokens=20,
                                    sampling=GREEDY, policy=policy)

@@ -91,7 +91,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 def _measured_policy() -> AdaptiveK:
     """The adaptive rule after it has measured a cost curve (each token fed costs a
     tenth of a step): it stops drafting after a draft its drafter was unsure of."""
-    policy = AdaptiveK(max_k=2, draft_cost=0.001, drafting_gain=0.0)
+    policy = AdaptiveK(max_k=2, draft_cost=0.001, first_held=1.0)
     policy.verify_cost = {fed: 0.045 + 0.0045 * (fed - 1) for fed in (1, 2, 3)}
     return policy
 

@@ -37,7 +37,8 @@ def test_warm_up_times_every_pass_size_the_rule_uses_and_seeds_it(pair):
     assert isinstance(rule, AdaptiveK)
     assert rule.verify_cost == costs.verify_s and rule.verify_cost is not costs.verify_s
     assert rule.draft_cost == costs.draft_s["tiny-draft"]
-    assert rule.choose(8) == 5  # measured costs: the first round may draft to the cap
+    assert rule.first_k == 5  # measured costs: no guess holds the first rounds back
+    assert rule.choose(8) == 2  # but an answer's runs start two drafts long (they lengthen as they hold)
     assert AdaptiveK(max_k=5).choose(8) == 2  # unmeasured, it starts short
 
     # The turn that follows tells the front ends the plain step its estimate uses.
