@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from specchat.distill.batching import length_groups
-from specchat.engine.trained_drafter import DraftConfig, DraftModel, lookup
+from specchat.engine.drafting import lookup
+from specchat.engine.trained_drafter import DraftConfig, DraftModel
 
 
 @dataclass

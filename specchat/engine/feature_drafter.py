@@ -24,7 +24,8 @@ from specchat.engine.drafters import Proposal
 from specchat.engine.forward import common_prefix
 from specchat.engine.sampling import SamplingSettings
 from specchat.engine.cache import KVCache
-from specchat.engine.trained_drafter import DraftModel, draft_run
+from specchat.engine.drafting import draft_run
+from specchat.engine.trained_drafter import DraftModel
 
 
 class TargetStates:

@@ -90,7 +90,7 @@ def test_loading_for_another_target_is_refused(tmp_path):
 
 
 def test_lookup_copies_a_repeated_continuation_before_asking_the_model():
-    from specchat.engine.trained_drafter import lookup
+    from specchat.engine.drafting import lookup
 
     assert lookup([9, 1, 2, 3, 4, 7, 1, 2, 3]) == 4  # longest match first (1 2 3 -> 4)
     assert lookup([5, 6, 8, 1, 2, 5, 6]) == 8

@@ -148,7 +148,8 @@ def test_trained_drafter_reads_its_pick_and_alternatives_in_one_transfer():
     # read_greedy returns what argmax, softmax and topk give one by one (it only
     # gathers them into one device read); vocab ids map draft entries to target ids.
     from specchat.engine.drafters import alternatives_among
-    from specchat.engine.trained_drafter import DraftConfig, DraftModel, read_greedy
+    from specchat.engine.drafting import read_greedy
+    from specchat.engine.trained_drafter import DraftConfig, DraftModel
 
     torch.manual_seed(0)
     cfg = DraftConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
