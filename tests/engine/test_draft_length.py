@@ -231,3 +231,14 @@ def test_a_catch_up_after_plain_rounds_and_a_stalled_pass_do_not_make_drafting_l
     # a pass that stalled 4x moves its size's cost as one 1.5x slower would
     policy.observe(_round(0, [0.4], 0.0003, 4 * _costly_rows(2), k=8), catchup_tokens=1)
     assert abs(policy.verify_cost[2] - _costly_rows(2) * (1 + 0.2 * 0.5)) < 1e-12
+
+
+def test_a_stalled_measurement_of_one_pass_size_does_not_price_drafting_out():
+    # The chat screen starting up during warm-up once timed 2-token passes at 13.8 ms
+    # against 3.2 for 3 tokens: drafting then looked 4x its worth and never ran.
+    policy = _measured(AdaptiveK(max_k=8))
+    policy.verify_cost[2] = 0.0138
+    assert policy._verify_time(2) == _costly_rows(3)  # no dearer than a wider pass
+    assert policy.choose(limit=100) > 0
+    policy.observe(_round(1, [0.4], 0.0003, _costly_rows(2), k=2))  # a fall is followed in full
+    assert abs(policy.verify_cost[2] - (0.0138 + 0.2 * (_costly_rows(2) - 0.0138))) < 1e-12
