@@ -23,14 +23,25 @@ class StepCosts:
     # A plain decoding step: a round that drafts nothing and feeds one token, drafting
     # and verifying phases together (what a round of `--drafter none` costs).
     plain_step_s: float | None = None
+    warm_plain_step_s: float | None = None  # the warm-up's, which plain_step_s starts from
 
     def observe(self, r: Round) -> None:
-        """Follow the plain step's cost through the conversation's own plain rounds
-        (speculation off, or k auto deciding not to draft)."""
-        if r.fed != 1 or r.unverified:  # one token fed: nothing drafted, no alternatives
-            return
+        """Follow the plain step's cost through the conversation: its own plain rounds
+        (speculation off, or k auto deciding not to draft) and, between them, what its
+        verify passes imply. A pass of n tokens that costs d more than its size did at
+        warm-up implies a plain step d / n dearer: the growth is mostly attention over
+        a longer context, paid per row. Without that, an answer that drafted in every
+        round after a 3,500-token document kept the warm-up's 3.2 ms plain step (the
+        real one was ~4.3) and read "≈0.78×" where it ran even."""
         spent = r.draft_time_s + r.verify_time_s
-        if self.plain_step_s is None:
-            self.plain_step_s = spent
+        if r.fed == 1 and not r.unverified:  # one token fed: nothing drafted, no alternatives
+            implied = spent
+        elif self.warm_plain_step_s and r.fed in self.verify_s:
+            growth = (r.verify_time_s - self.verify_s[r.fed]) / r.fed
+            implied = max(self.warm_plain_step_s + growth, 0.5 * self.warm_plain_step_s)
         else:
-            self.plain_step_s += _PLAIN_EMA * (spent - self.plain_step_s)
+            return
+        if self.plain_step_s is None:
+            self.plain_step_s = implied
+        else:
+            self.plain_step_s += _PLAIN_EMA * (implied - self.plain_step_s)

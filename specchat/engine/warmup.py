@@ -127,7 +127,8 @@ def measure_costs(target, drafter: Drafter, *, max_k: int = 8, width: int = 1,
         # Last, once everything else has run: the plain step the estimate divides by.
         progress("warming up: plain steps…")
         plain = context.rounds(NoDrafter(), 0, 1 + PLAIN_ROUNDS)[1:]
-        costs.plain_step_s = statistics.median(r.draft_time_s + r.verify_time_s for r in plain)
+        costs.plain_step_s = costs.warm_plain_step_s = statistics.median(r.draft_time_s + r.verify_time_s
+                                                                          for r in plain)
         verify[1] += [r.verify_time_s for r in plain]
     costs.verify_s = {fed: statistics.median(times) for fed, times in sorted(verify.items())}
     return costs

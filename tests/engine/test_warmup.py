@@ -8,9 +8,11 @@ import json
 import pytest
 
 from specchat.engine.calibration import BUCKETS, SEED_WEIGHT, Calibration, read_calibration, write_calibration
+from specchat.engine.costs import StepCosts
 from specchat.engine.draft_length import AdaptiveK
 from specchat.engine.drafters import ModelDrafter, NoDrafter
-from specchat.engine.events import Round, TurnEnd, TurnStart, estimated_speedup, event_from_json, to_json
+from specchat.engine.events import (DraftedToken, EmittedToken, Round, TurnEnd, TurnStart, estimated_speedup,
+                                   event_from_json, to_json)
 from specchat.engine.session import ChatSession, GenerationSettings
 from specchat.engine.warmup import measure_costs
 
@@ -157,3 +159,19 @@ def test_the_estimate_from_a_recorded_trace_is_tokens_times_the_plain_step_over_
     assert result_json(start, end)["stats"]["speedup_estimate"] == pytest.approx(9 * 0.026 / 0.13)
     assert result_json(start, end)["stats"]["plain_step_s"] == 0.026
     assert "plain step 26.0 ms" in stats_line(start, end)
+
+
+def test_verify_passes_keep_the_plain_step_current_where_no_plain_round_runs():
+    # Warm-up: a plain step of 3 ms, a 3-token pass of 3.6. After a long document
+    # attention costs 1.5 ms more a row: a 3-token pass takes 3.6 + 4.5 ms.
+    costs = StepCosts(verify_s={1: 0.0030, 3: 0.0036}, plain_step_s=0.003, warm_plain_step_s=0.003)
+    drafted = [DraftedToken(1, "a", 0.5, 0.5, True), DraftedToken(2, "b", 0.5, 0.5, False)]
+    for _ in range(200):
+        costs.observe(Round(turn=1, index=0, k=2, drafted=drafted, emitted=EmittedToken(3, "c", "correction", 0.5),
+                            draft_time_s=0.0003, verify_time_s=0.0081))
+    assert abs(costs.plain_step_s - 0.0045) < 1e-6
+    # a pass size the warm-up never timed says nothing
+    before = costs.plain_step_s
+    costs.observe(Round(turn=1, index=0, k=1, drafted=drafted[:1], emitted=EmittedToken(3, "c", "bonus", 0.5),
+                        draft_time_s=0.0003, verify_time_s=0.1))
+    assert costs.plain_step_s == before
