@@ -112,3 +112,17 @@ def test_a_draft_length_chosen_from_the_drafters_probabilities_keeps_the_distrib
     assert {1, 2} <= set(lengths)  # the rule stopped some runs early
     assert total_variation(first, exact_first) < 0.07
     assert total_variation(second, exact_second) < 0.07
+
+
+def test_a_sampled_token_follows_its_distribution_and_never_takes_a_zero_weight_id():
+    # weights of any total, a zero inside and at both ends, a tiny tail share
+    weights = torch.tensor([0.0, 3.0, 0.0, 1.0, 5.0, 1e-3, 0.0])
+    gen = torch.Generator().manual_seed(1)
+    n = 40_000
+    counts = torch.zeros_like(weights)
+    for _ in range(n):
+        counts[sampling.sample(weights, gen)] += 1
+    assert counts[weights == 0].sum() == 0
+    assert total_variation(counts / n, weights / weights.sum()) < 0.01
+    one, two = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert [sampling.sample(weights, one) for _ in range(20)] == [sampling.sample(weights, two) for _ in range(20)]
