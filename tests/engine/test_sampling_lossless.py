@@ -126,3 +126,16 @@ def test_a_sampled_token_follows_its_distribution_and_never_takes_a_zero_weight_
     assert total_variation(counts / n, weights / weights.sum()) < 0.01
     one, two = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     assert [sampling.sample(weights, one) for _ in range(20)] == [sampling.sample(weights, two) for _ in range(20)]
+
+
+def test_top_p_keeps_the_same_tokens_whether_its_cut_lies_among_the_likeliest_or_not():
+    torch.manual_seed(0)
+    for scale in (8.0, 3.0, 0.3):  # peaked (the cut among 256), middling, flat (a full sort)
+        logits = torch.randn(3, 49152) * scale
+        for top_p in (0.5, 0.9, 0.99):
+            kept = logits_to_probs(logits, SamplingSettings(temperature=1.0, top_p=top_p)) > 0
+            # the definition, by a full sort: a token stays while the mass before it is under top_p
+            probs = torch.softmax(logits, -1)
+            values, order = torch.sort(probs, -1, descending=True)
+            expected = torch.zeros_like(kept).scatter(-1, order, values.cumsum(-1) - values < top_p)
+            assert torch.equal(kept, expected), (scale, top_p)
