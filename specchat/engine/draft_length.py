@@ -145,12 +145,13 @@ class AdaptiveK:
         held = float(bool(r.drafted) and r.drafted[0].accepted)
         before = _FIRST_HELD_PRIOR if self.first_held is None else self.first_held
         self.first_held = before + _HELD_EMA * (held - before)
-        price = self._first_draft_price()
-        if probe and held and price + _RESUMED_MARGIN < 1.0:
+        if probe and held:
             # The mean moves slowly, so that a few unlucky rounds do not stop drafting;
             # a probe that holds starts it again at once (where drafts that always hold
             # could pay at all), and the rounds after it decide.
-            self.first_held = max(self.first_held, price + _RESUMED_MARGIN)
+            price = self._first_draft_price()
+            if price + _RESUMED_MARGIN < 1.0:
+                self.first_held = max(self.first_held, price + _RESUMED_MARGIN)
         # The token or two fed after each round (a correction, a bonus) are part of the
         # drafting price; a catch-up after plain rounds is not: it is paid once when
         # drafting resumes, and counting it made every probe look dear.
