@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from textual import on, work
+from textual.worker import get_current_worker
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -30,6 +31,7 @@ from specchat.engine.host import EngineHost
 
 from . import commands
 from .export import to_markdown
+from .loading import LoadCancelled, wait_for_load
 from .messages import EngineFailed, EventInbox, GenerationDone, LoadFailed, LoadProgress, SessionReady
 from .pacing import RepaintPacer
 from .persist import ConversationLog, TraceError, latest_conversation, load_transcript, read_records, record_to_json
@@ -38,6 +40,7 @@ from .stats import compute
 from .sysinfo import memory_text
 from .themes import DEFAULT_THEME, load_themes, provenance_colors, resolve_theme_arg
 from .transcript import Answer, Prompt, Record, SystemPrompt, Transcript
+from .waiting import WaitingPrompt
 from .widgets.chat import AnswerView, ChatView, UserMessage
 from .widgets.gauges import Gauges, RunInfo
 from .widgets.inspector import Inspector
@@ -79,6 +82,8 @@ class SpecChatApp(App):
         self.data_dir = data_dir
         self.session = None
         self.host: EngineHost | None = None
+        self.load_error: str | None = None  # why the models did not load
+        self._waiting: WaitingPrompt | None = None  # the message sent while they load
         self.generating = False
         self.show_rejected = False
         self.markdown_all = False
@@ -150,7 +155,8 @@ class SpecChatApp(App):
         else:
             if self.log_file is None:
                 self.log_file = ConversationLog.new(self.data_dir)
-            prompt.disabled = True
+            self._waiting = WaitingPrompt(self.query_one(ChatView), prompt)
+            prompt.focus()  # type away: a message sent now is answered once the models are ready
             self._set_status("loading models…")
             self._load_session()
             self.set_interval(2.0, self._sample_memory)
@@ -260,9 +266,13 @@ class SpecChatApp(App):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def _load_session(self) -> None:
-        self.host = EngineHost()
+        self.host = host = EngineHost()
+        worker = get_current_worker()
         try:
-            session = self.host.start(self.session_factory, lambda text: self.post_message(LoadProgress(text)))
+            session = wait_for_load(host, self.session_factory, lambda text: self.post_message(LoadProgress(text)),
+                                    cancelled=lambda: worker.is_cancelled)
+        except LoadCancelled:  # the app is quitting
+            return
         except Exception as exc:  # the factory's own errors (ModelError) are user-facing lines
             self.post_message(LoadFailed(str(exc) or type(exc).__name__))
             return
@@ -272,8 +282,11 @@ class SpecChatApp(App):
         self._set_status(message.text)
 
     def on_load_failed(self, message: LoadFailed) -> None:
+        self.load_error = message.error
         self._set_status(f"could not load models: {message.error}")
-        self.notify(message.error, title="model loading failed", severity="error", timeout=30)
+        kept = self._waiting.give_back() if self._waiting else None
+        note = "\n(your message is back in the box)" if kept else ""
+        self.notify(message.error + note, title="model loading failed", severity="error", timeout=30)
 
     def on_session_ready(self, message: SessionReady) -> None:
         self.session = session = message.session
@@ -293,9 +306,10 @@ class SpecChatApp(App):
             self.notify(note, severity="warning", timeout=10)
         self._sample_memory()
         self._set_status(self._live_status())
-        prompt = self.query_one(PromptInput)
-        prompt.disabled = False
-        prompt.focus()
+        self.query_one(PromptInput).focus()
+        waiting = self._waiting.take() if self._waiting else None
+        if waiting is not None:
+            self.send(waiting)
 
     def _restore_history(self) -> None:
         from specchat.engine.session import Message
@@ -332,7 +346,7 @@ class SpecChatApp(App):
 
     def send(self, text: str) -> None:
         if self.session is None:
-            self.notify("models are still loading", severity="warning")
+            self._send_while_loading(text)
             return
         if self.generating:
             self.notify("still answering: press Esc to stop first", severity="warning")
@@ -343,6 +357,14 @@ class SpecChatApp(App):
         self._fold(Prompt(text))  # saved before the engine starts: a typed prompt is never lost
         self._paint_dirty(now=True)
         self._generate(self.session, text)
+
+    def _send_while_loading(self, text: str) -> None:
+        if self.load_error is not None or self._waiting is None:
+            self.query_one(PromptInput).restore(text)
+            self.notify(f"the models did not load: {self.load_error}", severity="error")
+        elif not self._waiting.hold(text, self.prov_colors["user"]):
+            self.notify("one message already waits for the models; this one stays in the box",
+                        severity="warning")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
     def _generate(self, session, text: str) -> None:
@@ -388,6 +410,8 @@ class SpecChatApp(App):
         if self.generating and self.session is not None:
             self.session.cancel()
             self._set_status("stopping…")
+        elif self._waiting is not None and self._waiting.give_back() is not None:
+            self.notify("the waiting message is back in the box")
 
     def action_toggle_rejected(self) -> None:
         self.show_rejected = not self.show_rejected
@@ -447,6 +471,10 @@ class SpecChatApp(App):
             return
         if name == "theme":
             self.set_theme(arg)
+            return
+        if self.session is None:  # the rest need the engine
+            why = "the models did not load" if self.load_error else "models are still loading"
+            self.notify(f"/{name}: {why}", severity="warning")
             return
         if self.generating:
             self.notify(f"/{name} waits until the answer ends (Esc stops it)", severity="warning")

@@ -29,19 +29,27 @@ _STATUS_LABEL = {
 }
 
 
+WAITING = "waiting for the models…"
+
+
 class UserMessage(Static):
-    def __init__(self, text: str, color: str) -> None:
-        super().__init__(self._render_text(text, color), classes="user-message")
+    """A message the user sent; `waiting` marks one sent while the models load."""
+
+    def __init__(self, text: str, color: str, waiting: bool = False) -> None:
+        super().__init__(self._render_text(text, color, waiting), classes="user-message")
         self.text = text
+        self.waiting = waiting
 
     @staticmethod
-    def _render_text(text: str, color: str) -> Text:
+    def _render_text(text: str, color: str, waiting: bool = False) -> Text:
         out = Text("You  ", Style(color=color, bold=True))
         out.append(safe(text))
+        if waiting:
+            out.append(f"\n{WAITING}", Style(dim=True, italic=True))
         return out
 
     def recolor(self, color: str) -> None:
-        self.update(self._render_text(self.text, color))
+        self.update(self._render_text(self.text, color, self.waiting))
 
 
 class AnswerView(Widget, can_focus=True):

@@ -57,6 +57,12 @@ class PromptInput(TextArea):
             return
         await super()._on_key(event)
 
+    def restore(self, text: str) -> None:
+        """Put a message the app could not take back into the box, before what is
+        typed there now: nothing typed is lost."""
+        rest = self.text.strip("\n")
+        self._show(f"{text}\n{rest}" if rest else text)
+
     def _show(self, text: str) -> None:
         self.text = text
         self.move_cursor(self.document.end)
