@@ -27,6 +27,7 @@ class CachedModel:
     size_bytes: int
     drafter_for_default: bool  # same vocabulary size as the embedded default target
     drafter: str  # what drafts for it when it is the target and no drafter is named
+    held_as: str  # its weight format and KV cache on this machine ("" until its first load)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Inventory:
     default_available: bool  # the embedded GGUF is installed
     default_cache_ready: bool  # converted once already, so loading takes about a second
     default_problem: str | None
+    default_held_as: str  # the default target's weight format and KV cache here ("" until its first load)
     device: str
     device_detail: str
     quantization: str  # "yes (…)" or "no: why"
@@ -62,7 +64,8 @@ def _quantization(device: str) -> tuple[bool, str]:
         return ok, how + (" (the default there)" if ok else "")
     from specchat.engine import fp16_linear
 
-    default = ("measured at first load: int4 or fp16 (see docs/engine.md)" if fp16_linear.available() else
+    default = ("chosen at a model's first load on this machine, whatever the drafter: the GGUF's own "
+               "blocks (q4_1), int4 or fp16 (see docs/engine.md)" if fp16_linear.available() else
                "none (this CPU lacks fbgemm's fp16 GEMM)")
     return ok, how + (" (with --quant 4bit|8bit)" if ok else "") + f"; the CPU default is {default}"
 
@@ -85,11 +88,19 @@ def _bitsandbytes(device: str) -> tuple[bool, str]:
     return True, f"yes: bitsandbytes {bnb.__version__} 4-bit works on {device}"
 
 
+def _held_as(name: str) -> str:
+    """The weight format and KV cache this machine chose for the model (format_choice.py)."""
+    from specchat.engine import format_choice
+
+    choice = format_choice.chosen_here(local_models.cache_root(), name)
+    return format_choice.held_as(choice) if choice else ""
+
+
 def _listed(model: LocalModel, default_vocab: int | None, candidates: list[LocalModel]) -> CachedModel:
     vocab = model.vocab_size
     return CachedModel(model.spec, model.source, model.architecture, vocab, model.size_bytes,
                        vocab is not None and vocab == default_vocab,
-                       pick_drafter(model.spec, candidates).drafter)
+                       pick_drafter(model.spec, candidates).drafter, _held_as(model.spec.rsplit("/", 1)[-1]))
 
 
 def take() -> Inventory:
@@ -111,6 +122,7 @@ def take() -> Inventory:
         default_available=available,
         default_cache_ready=models.embedded_cache_ready(),
         default_problem=problem,
+        default_held_as=_held_as(models.EMBEDDED_NAME),
         device=device,
         device_detail=detail,
         quantization=quant,
@@ -135,6 +147,8 @@ def render(inv: Inventory, console) -> None:
         ready = "converted cache ready (loads in about a second)" if inv.default_cache_ready else \
             "not converted yet (the first run converts it once, about 30 s)"
         default = f"{inv.default_target} = {inv.default_name}, offline, {ready}"
+        default += f"; held here as {inv.default_held_as}" if inv.default_held_as else \
+            "; weight format and KV cache chosen at its first load here"
     else:
         default = f"{inv.default_target} unavailable: {inv.default_problem}"
     for label, value in (("default target", default),
@@ -146,9 +160,9 @@ def render(inv: Inventory, console) -> None:
         return
     table = Table(title="models on disk (usable as --target; \"drafter\": the one picked when it is the target; "
                         "same vocabulary as the default → also --drafter for it)", title_justify="left")
-    for col in ("spec", "architecture", "vocab", "size", "drafter", "drafter for embedded"):
+    for col in ("spec", "architecture", "vocab", "size", "drafter", "drafter for embedded", "held here as"):
         table.add_column(col)
     for m in inv.models:
         table.add_row(m.spec, m.architecture, str(m.vocab_size or "?"), _size(m.size_bytes), m.drafter,
-                      "yes" if m.drafter_for_default else "no")
+                      "yes" if m.drafter_for_default else "no", m.held_as or "(not loaded yet)")
     console.print(table)

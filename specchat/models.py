@@ -310,13 +310,18 @@ def load_target(spec: str = "embedded", *, device: str = "auto", quant: str | No
 
 def settle_format(target: LoadedModel, drafter: Drafter, progress: Progress | None = None) -> None:
     """Give a pending target its lean decoder: the format the user asked for, else the
-    one measured fastest with this drafter on this machine (engine/format_choice.py)."""
+    one chosen for this target on this machine (engine/format_choice.py). The drafter
+    plays no part in the choice: its lean passes (a trained drafter's) only join the
+    target's weights in huge pages, streamed every round as they are."""
     if target.pending_format is None:
         return
     from specchat.engine import format_choice
+    from specchat.engine.block_formats import block_weights
 
     forced = None if target.pending_format == "auto" else target.pending_format
-    format_choice.settle(target, drafter, cache_root(), progress or (lambda _m: None), forced=forced)
+    drafter_passes = getattr(getattr(drafter, "model", None), "lean", None)
+    format_choice.settle(target, cache_root(), progress or (lambda _m: None), forced=forced,
+                         huge_too=block_weights(drafter_passes))
     target.pending_format = None
 
 

@@ -21,9 +21,10 @@ COMMAND_LINE_ONLY = frozenset({"temperature", "top_p", "top_k", "repetition_pena
 
 
 def _held(target) -> str:
-    """How the target is held: its weights' format, and the KV cache's where it is int8."""
-    kv = getattr(getattr(target, "format_choice", None), "kv", "")
-    return f"{target.precision}, KV {kv}" if kv else target.precision
+    """How the target is held: its weights' format and its KV cache's."""
+    from specchat.engine.forward import kv_cache_label
+
+    return f"{target.precision}, KV {kv_cache_label(target.model)}"
 
 
 def choose_prompts(prompts_file: Path | None, categories: list[str] | None,
@@ -57,6 +58,7 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
     from specchat.bench.report import build_report, render, table_console
     from specchat.bench.runner import run_bench, steps
     from specchat.bench.step_profile import profile_step
+    from specchat.engine.forward import kv_cache_label
     from specchat.engine.host import EngineHost
 
     cold = select(prompts, limit=first_turns) if first_turns else []
@@ -81,7 +83,7 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
     costs = session.costs
     report = build_report(results, {
         "target": target.name, "drafter": drafter.name, "device": str(target.device),
-        "precision": target.precision, "kv_cache": getattr(getattr(target, "format_choice", None), "kv", "") or None,
+        "precision": target.precision, "kv_cache": kv_cache_label(target.model),
         "k": config.k_label, "alternatives": config.alternatives_label,
         "temperature": config.temperature,
         "top_p": config.top_p, "top_k": config.top_k, "repetition_penalty": config.repetition_penalty,

@@ -26,6 +26,15 @@ def new_cache(model: PreTrainedModel) -> KVCache:
     return KVCache.for_model(model)
 
 
+def kv_cache_label(model: PreTrainedModel) -> str:
+    """How the model's KV cache is held, as the screens and --json name it: "int8",
+    "bf16" or "fp32" on the lean decoder, else the model's own dtype."""
+    lean = lean_decoder.attached(model)
+    dtype = lean.kv_dtype if lean is not None else model.dtype
+    names = {torch.int8: "int8", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+    return names.get(dtype, str(dtype).removeprefix("torch."))
+
+
 @torch.inference_mode()
 def forward_logits(model: PreTrainedModel, cache: KVCache, token_ids: list[int], keep: int,
                    position_ids: torch.Tensor | None = None,

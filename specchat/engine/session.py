@@ -25,7 +25,7 @@ from specchat.engine.detok import IncrementalDecoder
 from specchat.engine.draft_length import AdaptiveK, FixedK
 from specchat.engine.drafters import Drafter
 from specchat.engine.events import Event, Notice, TurnEnd, TurnStart, Totals
-from specchat.engine.forward import new_cache
+from specchat.engine.forward import kv_cache_label, new_cache
 from specchat.engine.sampling import SamplingSettings
 from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, clock, prefill
 
@@ -279,7 +279,7 @@ class ChatSession:
         s = self.settings
         return TurnStart(turn=turn, target=self.target.name, drafter=self.drafter.name,
                          device=str(model.device), weights=getattr(self.target, "precision", ""),
-                         kv_cache=getattr(getattr(self.target, "format_choice", None), "kv", ""),
+                         kv_cache=kv_cache_label(model),
                          k=self._policy_for_turn().label(),
                          temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                          repetition_penalty=s.repetition_penalty,

@@ -44,7 +44,7 @@ TIMED_ROUNDS = 3  # per pass size, after one untimed round
 PLAIN_ROUNDS = 8
 
 
-class _FixedRun:
+class FixedRun:
     """Proposes k copies of the last token: a pass of exactly k + 1 tokens whatever
     the target makes of them (it rejects most)."""
 
@@ -103,7 +103,7 @@ def measure_costs(target, drafter: Drafter, *, max_k: int = 8, width: int = 1,
     verify: dict[int, list[float]] = defaultdict(list)
     # Without a drafter only the plain step is ever run.
     sizes = [] if drafter.kind == "none" else list(range(1, max(max_k, width - 1) + 1))
-    fixed = _FixedRun()
+    fixed = FixedRun()
     with torch.inference_mode():
         # Sizes interleaved, so that drift over the warm-up does not favour any of them,
         # and each repetition starts at another size: the chat screen draws each progress

@@ -6,6 +6,8 @@ import json
 
 import torch
 
+from specchat.local_models import cache_root
+
 from .conftest import specchat
 
 
@@ -44,6 +46,26 @@ def test_models_lists_default_device_and_cached_causal_lms(tmp_path):
     assert listed["acme/same-vocab-lm"]["drafter_for_default"] is True
     assert listed["acme/other-vocab-lm"]["drafter_for_default"] is False
 
+
+def test_models_names_how_each_target_is_held_on_this_machine(tmp_path):
+    from specchat.engine import format_choice
+
+    _default_vocab()
+    hub, cache = tmp_path / "hub", tmp_path / "cache"
+    _cached_repo(hub, "acme/held-lm", {"architectures": ["LlamaForCausalLM"], "vocab_size": 100})
+    cache.mkdir()
+    (cache / "converted").symlink_to(cache_root() / "converted")
+    env = {"HF_HUB_CACHE": str(hub), "SPECCHAT_CACHE_DIR": str(cache)}
+    inv = json.loads(specchat("models", "--json", env=env).stdout)
+    assert inv["default_held_as"] == "" and inv["models"][0]["held_as"] == ""  # nothing loaded here yet
+    key = format_choice.machine_key()
+    format_choice.remember(format_choice.store_path(cache, "SmolLM2-135M-Instruct"), key,
+                           format_choice.FormatChoice("q4_1", "x", kv="int8"))
+    format_choice.remember(format_choice.store_path(cache, "held-lm"), key, format_choice.FormatChoice("fp16", "x"))
+    inv = json.loads(specchat("models", "--json", env=env).stdout)
+    assert inv["default_held_as"] == "q4_1, KV int8" and inv["models"][0]["held_as"] == "fp16, KV fp32"
+    table = specchat("models", env={**env, "COLUMNS": "250"}).stdout.decode()
+    assert "held here as q4_1, KV int8" in table and "fp16, KV fp32" in table
 
 
 def test_models_table(cli):

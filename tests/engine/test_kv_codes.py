@@ -131,7 +131,7 @@ def test_the_format_choice_measures_the_kv_cache_and_remembers_it(tmp_path):
     kv, measured = format_choice.choose_kv(model, word_tokenizer(VOCAB), "q4_1")
     assert kv in ("", "int8") and set(measured) == {"kl", "bf16_ms", "int8_ms"}
     assert (kv == "int8") == (measured["kl"] <= format_choice.MAX_KL
-                              and measured["int8_ms"] <= format_choice.KV_GAIN * measured["bf16_ms"])
+                              and measured["int8_ms"] <= format_choice.KV_SLOWER * measured["bf16_ms"])
     assert format_choice.choose_kv(model, word_tokenizer(VOCAB), "fp16") == ("", {})  # an fp32 cache's format
     assert format_choice.choose_kv(build("llama", VOCAB), word_tokenizer(VOCAB), "q4_1") == ("", {})  # heads of 16
     path = format_choice.store_path(tmp_path, "tiny")
