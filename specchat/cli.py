@@ -46,6 +46,9 @@ class _OneLineErrors(TyperGroup):
     """Click's usage errors as one line (not Typer's boxed panel), same exit codes."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from specchat.optional_values import with_optional_values
+
+        args = with_optional_values(sys.argv[1:] if args is None else list(args))
         try:
             code = super().main(args, prog_name or "specchat", complete_var,
                                 standalone_mode=False, **extra)
@@ -112,7 +115,8 @@ def _classify(e: BaseException) -> tuple[int, str]:
     if isinstance(e, BrokenPipeError):
         return EXIT_OK, ""  # the reader (`| head`) has all it wanted
     # A ModelError or TraceError implies its module was imported: no import here.
-    for module, name in (("specchat.models", "ModelError"), ("specchat.tui.persist", "TraceError")):
+    for module, name in (("specchat.models", "ModelError"), ("specchat.tui.persist", "TraceError"),
+                         ("specchat.history.store", "HistoryError")):
         cls = getattr(sys.modules.get(module), name, None)
         if cls is not None and isinstance(e, cls):
             return EXIT_ERROR, str(e)
@@ -189,7 +193,7 @@ class Peers(str, Enum):
 
 
 def _settings(config: RunConfig):
-    from specchat.engine.session import GenerationSettings
+    from specchat.engine.loop.session import GenerationSettings
 
     return GenerationSettings(k=config.k, alternatives=config.alternatives, temperature=config.temperature,
                               top_p=config.top_p, top_k=config.top_k,
@@ -230,7 +234,7 @@ def _load(config: RunConfig, progress=_progress):
 def _open_session(config: RunConfig, progress=_progress):
     """The chat session every front end runs: models loaded and warmed up. Called on
     the engine thread (EngineHost.start), like every later torch call of the session."""
-    from specchat.engine.session import ChatSession
+    from specchat.engine.loop.session import ChatSession
     from specchat.models import settle_format
 
     target, drafter, notes = _load(config, progress)
@@ -283,7 +287,13 @@ def run(
     device: DeviceOpt = None,
     quant: QuantOpt = None,
     theme: Annotated[Optional[str], typer.Option("--theme", help="Chat screen theme: a name or a theme file.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Reopen the last conversation (chat screen).")] = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="[ID]", help="Chat screen: reopen the last conversation, or ID (`specchat history`).")] = None,
+    continue_: Annotated[Optional[str], typer.Option(
+        "--continue", "-c", metavar="[ID]", help="One-shot: answer as the next turn of the last conversation, "
+        "or of ID, and save it there.")] = None,
+    no_log: Annotated[bool, typer.Option(
+        "--no-log", help="One-shot: keep this answer out of the history (config: log = false).")] = False,
     show_rejected: Annotated[bool, typer.Option(
         "--show-rejected", help="Also print rejected drafts, struck through (coloured output only).")] = False,
     color: Annotated[Color, typer.Option("--color", help="Colour the answer by provenance. "
@@ -304,20 +314,26 @@ def run(
                               theme=theme))
         if prompt is None and _stdin_is_tty():
             one_shot_only = [o for o, v in (("--json", json_), ("--stats", stats), ("--trace", trace)) if v]
+            one_shot_only += ["--continue"] if continue_ is not None else []
             if one_shot_only:
                 raise Fail(f"{one_shot_only[0]} applies to one-shot mode (give a prompt or pipe text on stdin)",
                            EXIT_USAGE)
             _check_theme(config.theme)
             raise typer.Exit(_run_tui(config, resume))
+        if resume is not None:
+            raise Fail("--resume opens the chat screen; -c/--continue [ID] continues a conversation here",
+                       EXIT_USAGE)
         stdin_text = None if _stdin_is_tty() else _read_stdin()
         text = compose_prompt(prompt, stdin_text)
         if not text.strip():
             raise Fail("nothing to answer: give a prompt argument or pipe text on stdin", EXIT_USAGE)
         if trace is not None and not trace.parent.is_dir():  # say so before a model loads
             raise Fail(f"--trace: no such directory: {trace.parent}", EXIT_USAGE)
-        from specchat.engine.host import EngineHost
+        from specchat.engine.loop.host import EngineHost
+        from specchat.history.oneshot import OneShotLog
         from specchat.oneshot import Options, run_turn
 
+        log = OneShotLog.open(continue_, enabled=config.log and not no_log)  # before a model loads
         host = EngineHost()
         try:
             session = host.start(lambda progress: _open_session(config, progress), _progress)
@@ -326,13 +342,15 @@ def run(
                 print(f"specchat: {kind}{note}", file=sys.stderr, flush=True)
             options = Options(color=color.value, show_rejected=show_rejected, stats=stats, json=json_,
                               trace=str(trace) if trace else None)
-            code = run_turn(session, text, options, sys.stdout, sys.stderr)
+            log.prepare(session)
+            code = run_turn(log.wrap(session, trace), text, options, sys.stdout, sys.stderr)
         finally:
+            log.close()
             host.close()
     raise typer.Exit(code)
 
 
-def _run_tui(config: RunConfig, resume: bool) -> int:
+def _run_tui(config: RunConfig, resume: str | None) -> int:
     from specchat.tui.app import run_tui
 
     # Called by the TUI on its engine thread once the screen is up.
@@ -444,6 +462,13 @@ def distill(ctx: typer.Context) -> None:
     from specchat.distill import main as distill_main
 
     raise typer.Exit(distill_main(list(ctx.args)))
+
+
+# --- history ----------------------------------------------------------------------
+
+from specchat.history.command import history_app  # noqa: E402 - light: typer and sqlite3
+
+app.add_typer(history_app, name="history")
 
 
 # --- replay -----------------------------------------------------------------------

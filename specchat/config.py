@@ -44,7 +44,7 @@ class RunConfig:
     target: str = "embedded"
     drafter: str | None = None  # None: default_drafter(target), filled in by resolve()
     k: int | None = None  # None = adaptive ("auto"); 0 = never draft
-    alternatives: int | None = None  # None = "auto" (see engine/alternatives.py); 0 = none
+    alternatives: int | None = None  # None = "auto" (see engine/loop/alternatives.py); 0 = none
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
@@ -55,6 +55,7 @@ class RunConfig:
     device: str = "auto"
     quant: str | None = None  # None: the engine's default (4bit on CUDA, fp16 on most CPUs)
     theme: str | None = None
+    log: bool = True  # one-shot answers go into the history (`--no-log` for one run)
     # Not a setting: what resolve() says about a drafter it picked (None when the user
     # named one, or the target has a shipped default).
     drafter_note: str | None = None
@@ -152,6 +153,14 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return v.strip().lower() in ("1", "true", "yes", "on")
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
 def _seed(v: Any) -> int | None:
     if isinstance(v, str) and v.strip().lower() in ("", "none"):
         return None
@@ -179,6 +188,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "device": _choice(DEVICES),
     "quant": _choice(QUANTS),
     "theme": _nonempty_str,
+    "log": _bool,
 }
 assert set(PARSERS) == {f.name for f in fields(RunConfig)} - {"drafter_note"}
 

@@ -46,7 +46,7 @@ class FirstTurnResult:
 
 
 def command_line(config: RunConfig, drafter: str) -> list[str]:
-    args = [sys.executable, "-m", "specchat", "run", "--json", "--color", "never",
+    args = [sys.executable, "-m", "specchat", "run", "--json", "--color", "never", "--no-log",
             "--target", config.target, "--drafter", drafter, "--k", config.k_label,
             "--alternatives", config.alternatives_label, "--temperature", repr(config.temperature),
             "--top-p", repr(config.top_p), "--top-k", str(config.top_k),

@@ -3,7 +3,7 @@
     run_tui(session_factory, *, theme=None, resume=False, data_dir=None) -> int
     run_replay(trace_path, *, theme=None) -> int
 
-Threads: every torch call runs on the session's engine thread (engine/host.py):
+Threads: every torch call runs on the session's engine thread (engine/loop/host.py):
 the factory loads and warms up there, and each turn's events come from there. A
 thread worker relays them into an `EventInbox`; the repaint timer folds what
 waits there into the `Transcript` and the autosave file, one batch a tick, and
@@ -26,15 +26,17 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from specchat.engine.events import TurnStart
-from specchat.engine.host import EngineHost
+from specchat.engine.loop.events import TurnStart
+from specchat.engine.loop.host import EngineHost
 
 from . import commands
-from .export import to_markdown
+from .chat_commands import CommandsMixin
+from .conversations import ConversationsMixin
+from .exporting import ExportsMixin
 from .loading import LoadCancelled, wait_for_load
 from .messages import EngineFailed, EventInbox, GenerationDone, LoadFailed, LoadProgress, SessionReady
 from .pacing import RepaintPacer
-from .persist import ConversationLog, TraceError, latest_conversation, load_transcript, read_records, record_to_json
+from .persist import TraceError, load_transcript, read_records
 from .render import legend
 from .stats import compute
 from .sysinfo import memory_text
@@ -54,11 +56,12 @@ REPAINT_S = 1 / 15  # how often the timer looks for something to repaint
 STREAM_GAUGES_S = 1.0
 
 
-class SpecChatApp(App):
+class SpecChatApp(ConversationsMixin, CommandsMixin, ExportsMixin, App):
     CSS_PATH = "app.tcss"
     TITLE = "specchat"
     BINDINGS = [
         Binding("escape", "stop", "Stop"),
+        Binding("ctrl+o", "open_history", "Open"),
         Binding("f2", "toggle_inspector", "Inspector"),
         Binding("f3", "toggle_rejected", "Rejected"),
         Binding("f4", "toggle_markdown", "Markdown"),
@@ -71,7 +74,7 @@ class SpecChatApp(App):
         session_factory: SessionFactory | None = None,
         records: list[Record] | None = None,
         source: str = "",
-        resume_path: Path | None = None,
+        resume: str | None = None,
         data_dir: Path | None = None,
         theme: str | None = None,
     ) -> None:
@@ -90,11 +93,13 @@ class SpecChatApp(App):
         self.transcript = Transcript()
         self.log_file: ConversationLog | None = None
         self._initial = list(records or [])
-        self._resume_path = resume_path
+        self._resume = resume  # "last" or a conversation id: reopen it from the history
+        self.conversation_title = ""
         self._spec_drafter = None  # the drafter to restore on /spec on
         self.info = RunInfo(mode="replay" if self.replay else "live")
         self._inbox = EventInbox()
         self._mounted = 0  # answer views in the chat
+        self._views: list[AnswerView] = []  # those views, in order (a query would also find ones being removed)
         self._dirty: set[int] = set()  # answer indices to repaint
         self._gauges_dirty = True
         self._pacer = RepaintPacer()
@@ -135,10 +140,6 @@ class SpecChatApp(App):
             self.notify(self._theme_warning, severity="warning", timeout=8)
         self.theme_changed_signal.subscribe(self, lambda _theme: self._repaint_all())
         prompt = self.query_one(PromptInput)
-        if self._resume_path is not None:
-            transcript, records = load_transcript(self._resume_path)
-            self._initial = records
-            self.log_file = ConversationLog(self._resume_path)
         for record in self._initial:
             self._fold(record, log=False)
         self.transcript.finish()
@@ -153,8 +154,12 @@ class SpecChatApp(App):
             if views:
                 views.last().focus()
         else:
-            if self.log_file is None:
-                self.log_file = ConversationLog.new(self.data_dir)
+            self._open_store()
+            found = self._find_conversation(self._resume) if self._resume is not None else None
+            if found is not None:
+                self._show_conversation(found)
+            else:
+                self._start_log()
             self._waiting = WaitingPrompt(self.query_one(ChatView), prompt)
             prompt.focus()  # type away: a message sent now is answered once the models are ready
             self._set_status("loading models…")
@@ -185,6 +190,8 @@ class SpecChatApp(App):
             except OSError as exc:  # keep chatting; say once that saving failed
                 self.notify(f"autosave failed: {exc}", severity="error")
                 self.log_file = None
+        if log and self.recorder is not None:
+            self.recorder.append(*records)  # the history store; it says itself when it fails
         answer = None
         for record in records:
             answer = self.transcript.apply(record)
@@ -205,6 +212,7 @@ class SpecChatApp(App):
         view.markdown = self.markdown_all and answer.done
         chat.mount(UserMessage(answer.user_text, self.prov_colors["user"]))
         chat.mount(view)
+        self._views.append(view)
         self._mounted += 1
 
     def _paint_dirty(self, now: bool = False) -> None:
@@ -228,7 +236,7 @@ class SpecChatApp(App):
     def _paint(self) -> None:
         chat = self.query_one(ChatView)
         follow = chat.scroll_offset.y >= chat.max_scroll_y - 1
-        views = list(self.query(AnswerView))
+        views = self._views
         colors = self.prov_colors
         waiting = set()  # views mounted but not composed yet: draw them next tick
         for index in sorted(self._dirty):
@@ -311,18 +319,6 @@ class SpecChatApp(App):
         if waiting is not None:
             self.send(waiting)
 
-    def _restore_history(self) -> None:
-        from specchat.engine.session import Message
-
-        status = {"stopped": "cancelled", "interrupted": "cancelled", "error": "error"}
-        messages = []
-        for a in self.transcript.answers:
-            messages.append(Message("user", a.user_text))
-            messages.append(Message("assistant", a.text, status.get(a.status, "complete")))
-        if self.transcript.system_prompt is not None:
-            self.session.set_system_prompt(self.transcript.system_prompt)
-        self.session.load_history(messages)
-
     def _live_status(self) -> str:
         where = self.log_file.path if self.log_file else "not saved"
         return f"live · saving to {where}"
@@ -401,8 +397,9 @@ class SpecChatApp(App):
             self.session.cancel()
         if self.host is not None:
             self.host.close(timeout=2.0)
-        if self.log_file is not None:
-            self.log_file.close()
+        self._close_log()  # the answer so far stays in the trace and the store
+        if self.store is not None:
+            self.store.close()
 
     # ---- actions and commands ------------------------------------------------
 
@@ -458,126 +455,6 @@ class SpecChatApp(App):
             inspector.show(view.answer, view.index + 1, self.prov_colors, message.round_index)
         self._paint_dirty(now=True)
 
-    def run_command(self, command: commands.Command) -> None:
-        name, arg = command.name, command.arg
-        if name == "help":
-            self.notify("\n".join(commands.HELP.values()), title="commands", timeout=15)
-            return
-        if name == "export":
-            self.export_markdown(Path(arg).expanduser() if arg else None)
-            return
-        if name == "trace":
-            self.export_trace(Path(arg).expanduser() if arg else None)
-            return
-        if name == "theme":
-            self.set_theme(arg)
-            return
-        if self.session is None:  # the rest need the engine
-            why = "the models did not load" if self.load_error else "models are still loading"
-            self.notify(f"/{name}: {why}", severity="warning")
-            return
-        if self.generating:
-            self.notify(f"/{name} waits until the answer ends (Esc stops it)", severity="warning")
-            return
-        if name == "clear":
-            self.session.clear()
-            self._new_conversation()
-        elif name == "system":
-            text = arg or None
-            self.session.set_system_prompt(text)
-            self._fold(SystemPrompt(text))
-            self.notify("system prompt " + ("set" if text else "cleared"))
-        elif name == "spec":
-            self.set_speculation(arg.lower() != "off" if arg else not self.info.speculation)
-        elif name == "k":
-            self.session.settings.k = None if arg.lower() == "auto" else int(arg)
-            self.notify(f"k = {arg.lower()}")
-        elif name == "alt":
-            self.session.settings.alternatives = None if arg.lower() == "auto" else int(arg)
-            self.notify(f"alternatives = {arg.lower()}")
-        elif name in commands.SETTINGS:  # GenerationSettings shares config's names
-            setting = commands.SETTINGS[name][0]
-            setattr(self.session.settings, setting, float(arg))
-            self.notify(f"{setting.replace('_', ' ')} = {float(arg):g}")
-
-    def set_speculation(self, on: bool) -> None:
-        from specchat.engine.drafters import NoDrafter
-
-        if on:
-            if self._spec_drafter is None:
-                self.notify("no drafter to turn on (started with --drafter none)", severity="warning")
-                return
-            self.session.set_drafter(self._spec_drafter)
-        else:
-            self.session.set_drafter(NoDrafter())
-        self.info.speculation = on
-        self.info.drafter = (self._spec_drafter.name if self._spec_drafter else "none")
-        self._gauges_dirty = True
-        self.notify("speculation " + ("on" if on else "off: this turn is the speedup baseline"))
-
-    def set_theme(self, arg: str) -> None:
-        name, warning = resolve_theme_arg(arg, self._theme_load)
-        if warning:
-            self.notify(warning, severity="error")
-            return
-        if name not in self.available_themes:
-            self.register_theme(self._theme_load.themes[name])
-        self.theme = name
-
-    def _new_conversation(self) -> None:
-        if self.log_file is not None:
-            self.log_file.close()
-        self.log_file = ConversationLog.new(self.data_dir)
-        system = self.transcript.system_prompt
-        self.transcript = Transcript()
-        self.query_one(ChatView).remove_children()
-        self._mounted = 0
-        self.query_one(Inspector).display = False
-        self.query_one(Inspector).answer = None
-        if system:
-            self._fold(SystemPrompt(system))
-        self._set_status(self._live_status())
-        self._gauges_dirty = True
-
-    def _export_path(self, suffix: str) -> Path:
-        from .persist import data_dir
-
-        base = self.data_dir or data_dir()
-        stem = self.log_file.path.stem if self.log_file else "replay"
-        return base / "exports" / f"{stem}{suffix}"
-
-    def export_markdown(self, path: Path | None = None) -> Path | None:
-        path = path or self._export_path(".md")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(to_markdown(self.transcript), encoding="utf-8")
-        except OSError as exc:
-            self.notify(f"export failed: {exc}", severity="error")
-            return None
-        self.notify(f"exported to {path}")
-        return path
-
-    def export_trace(self, path: Path | None = None) -> Path | None:
-        """The engine events of this conversation as JSON lines: `specchat replay` reads it."""
-        path = path or self._export_path(".trace.jsonl")
-        records = [r for r in self._records() if not isinstance(r, (Prompt, SystemPrompt))]
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(record_to_json(r) + "\n" for r in records), encoding="utf-8")
-        except OSError as exc:
-            self.notify(f"trace export failed: {exc}", severity="error")
-            return None
-        self.notify(f"trace written to {path}")
-        return path
-
-    def _records(self) -> Iterable[Record]:
-        for a in self.transcript.answers:
-            if a.start:
-                yield a.start
-            yield from a.rounds
-            if a.end:
-                yield a.end
-
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Inspector", "Show or hide the round inspector", self.action_toggle_inspector)
@@ -585,6 +462,9 @@ class SpecChatApp(App):
         yield SystemCommand("Markdown view", "Finished answers as Markdown or provenance", self.action_toggle_markdown)
         yield SystemCommand("Export Markdown", "Save the conversation as Markdown", self.export_markdown)
         yield SystemCommand("Export trace", "Save the event stream for specchat replay", self.export_trace)
+        if not self.replay:
+            yield SystemCommand("Open conversation…", "Pick a stored conversation to go on with (Ctrl+O)",
+                                self.action_open_history)
         if not self.replay and self.session is not None:
             yield SystemCommand("Speculation on/off", "Toggle the drafter (off = baseline)",
                                 lambda: self.run_command(commands.Command("spec")))
@@ -596,7 +476,7 @@ def make_app(
     *,
     session_factory: SessionFactory | None = None,
     trace: Path | None = None,
-    resume: bool = False,
+    resume: bool | str | None = None,
     data_dir: Path | None = None,
     theme: str | None = None,
 ) -> SpecChatApp:
@@ -609,18 +489,15 @@ def make_app(
         # The file name, not the full path: it fits the status line (and keeps the
         # snapshots independent of where the repository lives).
         return SpecChatApp(records=records, source=Path(trace).name, theme=theme)
-    resume_path = latest_conversation(data_dir) if resume else None
-    app = SpecChatApp(session_factory=session_factory, resume_path=resume_path, data_dir=data_dir, theme=theme)
-    if resume and resume_path is None:
-        app._theme_warning = (app._theme_warning or "") + " no saved conversation to resume; starting a new one"
-    return app
+    wanted = "last" if resume is True else (str(resume) if resume not in (None, False) else None)
+    return SpecChatApp(session_factory=session_factory, resume=wanted, data_dir=data_dir, theme=theme)
 
 
 def run_tui(
     session_factory: SessionFactory,
     *,
     theme: str | None = None,
-    resume: bool = False,
+    resume: bool | str | None = None,
     data_dir: Path | None = None,
 ) -> int:
     """Run the chat TUI; returns the exit code.
@@ -630,7 +507,7 @@ def run_tui(
     messages). Exceptions it raises are shown as a one-line error in the app.
     theme: a theme name (``dark``/``light``/``colorblind`` or ``specchat-…``) or a
     path to a theme JSON file; unusable → message in the app, default theme.
-    resume: reopen the most recent autosaved conversation (user data dir).
+    resume: reopen a stored conversation: "last" (or True) the most recent, else its id.
     data_dir: where conversations/ and exports/ go (default: platformdirs user data dir).
     """
     app = make_app(session_factory=session_factory, resume=resume, data_dir=data_dir, theme=theme)

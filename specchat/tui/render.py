@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from rich.style import Style
 from rich.text import Text
 
-from specchat.engine.events import Round
+from specchat.engine.loop.events import Round
 
 from .transcript import Answer
 
@@ -42,6 +42,8 @@ def pieces(answer: Answer, show_rejected: bool) -> list[Piece]:
     out: list[Piece] = []
     for r in answer.rounds:
         out.extend(round_pieces(r, show_rejected))
+    if not answer.rounds and answer.text:  # kept without its rounds (history store): one plain piece
+        out.append(Piece(answer.text, "target", -1, 0))
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from specchat.engine.events import Event, Notice, Round, Totals, TurnEnd, TurnStart
+from specchat.engine.loop.events import Event, Notice, Round, Totals, TurnEnd, TurnStart
 
 
 @dataclass
@@ -48,10 +48,17 @@ class Answer:
     # Set when the record stream ended before TurnEnd (app closed or crashed mid-answer).
     interrupted: bool = False
     error: str | None = None  # a failure outside the engine's own TurnEnd
+    # The answer's text as the history store kept it, for a turn whose rounds were
+    # never traced (a one-shot answer) or whose trace file is gone.
+    saved_text: str | None = None
 
     @property
     def text(self) -> str:
-        return self.end.text if self.end else "".join(r.text for r in self.rounds)
+        if self.end:
+            return self.end.text
+        if self.saved_text is not None and not self.rounds:
+            return self.saved_text
+        return "".join(r.text for r in self.rounds)
 
     @property
     def done(self) -> bool:

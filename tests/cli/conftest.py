@@ -30,6 +30,7 @@ def user_dirs(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
     config_home = tmp_path / "config"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # the history store, the chat's autosave
     return config_home / "specchat"
 
 
