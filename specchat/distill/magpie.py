@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from specchat.distill.batch_decode import decode_batch
+from specchat.distill.batching import in_length_groups
 from specchat.distill.heldout import HeldOut, normalised, words
 
 TEMPERATURE, TOP_P = 1.0, 0.95
@@ -91,8 +92,10 @@ class Written:
 
 
 def write_turns(model, tokenizer, asks: list[Asked], *, seed: int, max_tokens: int, seen: set[str],
-                heldout: HeldOut, temperature: float = TEMPERATURE, top_p: float = TOP_P) -> list[Written]:
-    """Let the target write every asked turn (one sampled batch); a turn is kept when
+                heldout: HeldOut, tokens_per_batch: int, temperature: float = TEMPERATURE,
+                top_p: float = TOP_P) -> list[Written]:
+    """Let the target write every asked turn (sampled batches of similar length,
+    batching.in_length_groups); a turn is kept when
     it reads as a request, is not in `seen` (normalised texts) nor written twice here,
     and is not near a held-out prompt."""
     if not asks:
@@ -101,8 +104,10 @@ def write_turns(model, tokenizer, asks: list[Asked], *, seed: int, max_tokens: i
     for ask in asks:
         prefix = user_turn_prefix(tokenizer, ask.messages) + ask.steer
         prompts.append(tokenizer(prefix, add_special_tokens=False)["input_ids"])
-    answers = decode_batch(model, prompts, max_new_tokens=max_tokens, eos_id=tokenizer.eos_token_id, top_k=1,
-                           temperature=temperature, top_p=top_p, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    answers = in_length_groups(prompts, len, tokens_per_batch, lambda group: decode_batch(
+        model, group, max_new_tokens=max_tokens, eos_id=tokenizer.eos_token_id, top_k=1, temperature=temperature,
+        top_p=top_p, generator=generator))
     out, here = [], set()
     for ask, answer in zip(asks, answers):
         ended = bool(answer.ids) and answer.ids[-1] == tokenizer.eos_token_id
