@@ -62,7 +62,7 @@ def _quantization(device: str) -> tuple[bool, str]:
     ok, how = _bitsandbytes(device)
     if device == "cuda":
         return ok, how + (" (the default there)" if ok else "")
-    from specchat.engine import fp16_linear
+    from specchat.engine.cpu.quant import fp16_linear
 
     default = ("chosen at a model's first load on this machine, whatever the drafter: the GGUF's own "
                "blocks (q4_1), int4 or fp16 (see docs/engine.md)" if fp16_linear.available() else
@@ -89,8 +89,8 @@ def _bitsandbytes(device: str) -> tuple[bool, str]:
 
 
 def _held_as(name: str) -> str:
-    """The weight format and KV cache this machine chose for the model (format_choice.py)."""
-    from specchat.engine import format_choice
+    """The weight format and KV cache this machine chose for the model (cpu/format_choice.py)."""
+    from specchat.engine.cpu import format_choice
 
     choice = format_choice.chosen_here(local_models.cache_root(), name)
     return format_choice.held_as(choice) if choice else ""

@@ -27,15 +27,18 @@ from urllib.parse import urlsplit
 import torch
 
 from specchat import local_models
-from specchat.engine import fp16_linear, lean_decoder
-from specchat.engine.drafters import Drafter, ModelDrafter, NgramDrafter, NoDrafter
-from specchat.engine.forward import output_vocab_size
-from specchat.engine.windows import UnservableModel, check_servable
+from specchat.engine.cpu import decoder as cpu_decoder
+from specchat.engine.cpu.quant import fp16_linear
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.drafters.protocol import Drafter, NoDrafter
+from specchat.engine.model.forward import output_vocab_size
+from specchat.engine.model.windows import UnservableModel, check_servable
 from specchat.local_models import COMPLETE_MARKER as _COMPLETE_MARKER
 from specchat.local_models import EMBEDDED_NAME, cache_root, converted_dir  # noqa: F401 - public here too
 from specchat.vocab_match import first_difference
 
-# The lean decoder's 4-bit CPU formats (engine/weight_formats.py): a target's only
+# The CPU decoder's 4-bit CPU formats (engine/cpu/quant/weight_formats.py): a target's only
 LEAN_4BIT = ("int4", "int4-q8head", "q4_1")
 
 Progress = Callable[[str], None]
@@ -57,7 +60,7 @@ class LoadedModel:
     tokenizer: object
     device: torch.device
     precision: str
-    # A CPU target whose lean decoder is still to be given its format (settle_format):
+    # A CPU target whose CPU decoder is still to be given its format (settle_format):
     # "auto" to measure, or the format the user asked for.
     pending_format: str | None = None
 
@@ -200,7 +203,7 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 
 def resolve_quant(quant: str | None, device: torch.device) -> str:
     """The quantization a load uses: as asked, else 4bit on CUDA, fp16 on a CPU that
-    runs fbgemm's fp16 GEMM (see engine/fp16_linear.py), none elsewhere."""
+    runs fbgemm's fp16 GEMM (see engine/cpu/quant/fp16_linear.py), none elsewhere."""
     if quant is not None:
         return quant
     if device.type == "cuda":
@@ -215,7 +218,7 @@ def _quantization(quant: str, device: torch.device):
     if quant in LEAN_4BIT:
         if device.type != "cpu":
             raise ModelError(f"--quant {quant} is the CPU path; on CUDA use 4bit")
-        from specchat.engine import weight_formats
+        from specchat.engine.cpu.quant import weight_formats
 
         if not weight_formats.available(quant):
             raise ModelError(f"--quant {quant} needs a CPU kernel this build or CPU lacks "
@@ -282,19 +285,19 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
         model.to(device)
     pending = None
     if quant in ("fp16", *LEAN_4BIT) and lean:
-        why_not = lean_decoder.unsupported(model)
-        if why_not is None:  # float weights kept until settle_format builds the lean decoder
+        why_not = cpu_decoder.unsupported(model)
+        if why_not is None:  # float weights kept until settle_format builds the CPU decoder
             pending = quant if asked else "auto"
         elif quant in LEAN_4BIT:
-            raise ModelError(f"--quant {quant} needs specchat's lean decoder, which cannot run {spec}: {why_not}")
+            raise ModelError(f"--quant {quant} needs specchat's CPU decoder, which cannot run {spec}: {why_not}")
     elif quant in LEAN_4BIT:
         raise ModelError(f"--quant {quant} is for a target (a drafter takes fp16 or none on the CPU)")
     if quant == "fp16" and pending is None:
-        if lean_decoder.unsupported(model) is None:  # same logits as the packed model, bit for bit
-            from specchat.engine import format_choice
+        if cpu_decoder.unsupported(model) is None:  # same logits as the packed model, bit for bit
+            from specchat.engine.cpu import format_choice
 
-            lean_decoder.attach(model, format_choice.build(model, "fp16"))
-        fp16_linear.pack_fp16(model, lazy=lean_decoder.attached(model) is not None)
+            cpu_decoder.attach(model, format_choice.build(model, "fp16"))
+        fp16_linear.pack_fp16(model, lazy=cpu_decoder.attached(model) is not None)
     model.eval()
     return LoadedModel(spec=spec, name=name, model=model, tokenizer=tokenizer, device=device,
                        precision=precision or str(dtype).removeprefix("torch."), pending_format=pending)
@@ -303,20 +306,20 @@ def _load(spec: str, device: torch.device, quant: str | None, dtype: torch.dtype
 def load_target(spec: str = "embedded", *, device: str = "auto", quant: str | None = None,
                 dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                 progress: Progress | None = None, lean: bool = False) -> LoadedModel:
-    """lean=True: a CPU target the lean decoder covers keeps its float weights for
+    """lean=True: a CPU target the CPU decoder covers keeps its float weights for
     settle_format, which the caller must call once the drafter is loaded."""
     return _load(spec, resolve_device(device), quant, dtype, trust_remote_code, progress, lean)
 
 
 def settle_format(target: LoadedModel, drafter: Drafter, progress: Progress | None = None) -> None:
-    """Give a pending target its lean decoder: the format the user asked for, else the
-    one chosen for this target on this machine (engine/format_choice.py). The drafter
-    plays no part in the choice: its lean passes (a trained drafter's) only join the
+    """Give a pending target its CPU decoder: the format the user asked for, else the
+    one chosen for this target on this machine (engine/cpu/format_choice.py). The drafter
+    plays no part in the choice: its CPU passes (a trained drafter's) only join the
     target's weights in huge pages, streamed every round as they are."""
     if target.pending_format is None:
         return
-    from specchat.engine import format_choice
-    from specchat.engine.block_formats import block_weights
+    from specchat.engine.cpu import format_choice
+    from specchat.engine.cpu.quant.block_formats import block_weights
 
     forced = None if target.pending_format == "auto" else target.pending_format
     drafter_passes = getattr(getattr(drafter, "model", None), "lean", None)
@@ -344,7 +347,7 @@ def trained_drafter_quant(quant: str | None, device: torch.device) -> str:
     on CUDA, fp16-packed on most CPUs); its own layers are small, so 8-bit is not
     worth a second code path and loads unquantized."""
     quant = resolve_quant(quant, device)
-    quant = "fp16" if quant in LEAN_4BIT else quant  # int4 is the lean decoder's: a target's
+    quant = "fp16" if quant in LEAN_4BIT else quant  # int4 is the CPU decoder's: a target's
     quant = quant if quant in ("4bit", "fp16") else "none"
     _quantization(quant, device)  # a clear error when it cannot run here
     return quant
@@ -352,7 +355,7 @@ def trained_drafter_quant(quant: str | None, device: torch.device) -> str:
 
 def _load_trained(directory: Path, name: str, trained_for: str, target: LoadedModel,
                   quant: str | None) -> Drafter:
-    from specchat.engine.trained_loading import load_trained_drafter
+    from specchat.engine.drafters.loading import load_trained_drafter
 
     if target.spec != trained_for:
         raise ModelError(f"drafter {name!r} was trained for the {trained_for!r} target, not {target.spec!r}")
@@ -382,7 +385,7 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
     if spec == "ngram":
         return NgramDrafter()
     if spec in SHIPPED_DRAFTERS:
-        from specchat.engine.trained_loading import weights_dir
+        from specchat.engine.drafters.loading import weights_dir
         return _load_trained(weights_dir(spec), spec, SHIPPED_DRAFTERS[spec], target, quant)
     if (distilled := _distilled_dir(spec)) is not None:
         return _load_trained(distilled, distilled.name, _trained_for(distilled), target, quant)
@@ -391,7 +394,7 @@ def load_drafter(spec: str, target: LoadedModel, *, quant: str | None = None,
         drafter_model = target
     else:
         try:
-            drafter_quant = "fp16" if quant in LEAN_4BIT else quant  # int4 is the lean decoder's: a target's
+            drafter_quant = "fp16" if quant in LEAN_4BIT else quant  # int4 is the CPU decoder's: a target's
             drafter_model = _load(spec, target.device, drafter_quant, dtype or target.model.dtype,
                                   trust_remote_code, progress)
         except ModelNotFound as exc:  # most often a mistyped drafter name

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import IO, Any, Iterator, Protocol
 
-from specchat.engine.events import Event, Notice, Round, TurnEnd, TurnStart, estimated_speedup, to_json
+from specchat.engine.loop.events import Event, Notice, Round, TurnEnd, TurnStart, estimated_speedup, to_json
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

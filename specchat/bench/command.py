@@ -11,7 +11,7 @@ from specchat.bench.prompts import BenchPrompt, builtin_prompts, load_prompts, s
 from specchat.config import RunConfig
 
 if TYPE_CHECKING:
-    from specchat.engine.session import GenerationSettings
+    from specchat.engine.loop.session import GenerationSettings
 
 # Benchmarks are greedy and shorter than chats unless asked otherwise; these settings
 # come from the bench command line only, never from the chat's config file or env.
@@ -22,7 +22,7 @@ COMMAND_LINE_ONLY = frozenset({"temperature", "top_p", "top_k", "repetition_pena
 
 def _held(target) -> str:
     """How the target is held: its weights' format and its KV cache's."""
-    from specchat.engine.forward import kv_cache_label
+    from specchat.engine.model.forward import kv_cache_label
 
     return f"{target.precision}, KV {kv_cache_label(target.model)}"
 
@@ -58,8 +58,8 @@ def run(config: RunConfig, settings: GenerationSettings, prompts: list[BenchProm
     from specchat.bench.report import build_report, render, table_console
     from specchat.bench.runner import run_bench, steps
     from specchat.bench.step_profile import profile_step
-    from specchat.engine.forward import kv_cache_label
-    from specchat.engine.host import EngineHost
+    from specchat.engine.loop.host import EngineHost
+    from specchat.engine.model.forward import kv_cache_label
 
     cold = select(prompts, limit=first_turns) if first_turns else []
     err_console = Console(file=err)

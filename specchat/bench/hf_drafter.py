@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from specchat.engine.trained_drafter import DraftModel
+from specchat.engine.drafters.draft_model import DraftModel
 
 _OUTSIDE = -1e4  # the score of tokens outside the draft vocabulary: never chosen
 

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 
 from specchat.bench.prompts import BenchPrompt
-from specchat.engine.events import Round, TurnEnd
+from specchat.engine.loop.events import Round, TurnEnd
 
 
 class BenchError(Exception):
@@ -67,7 +67,7 @@ def measure(target, drafter, prompt: BenchPrompt, settings, costs=None) -> Measu
     """Run every turn of `prompt` in a fresh session, on the calling thread (the bench
     runs on the engine thread, as chat turns do); BenchError if a turn fails.
     `costs`: the warm-up's measurements, which a new session of a user's starts from."""
-    from specchat.engine.session import ChatSession
+    from specchat.engine.loop.session import ChatSession
 
     if hasattr(drafter, "reset"):
         drafter.reset()  # no state carried over from the previous prompt

@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 from specchat.bench.hf_drafter import as_transformers_model
 from specchat.bench.measure import Measurement
 from specchat.bench.prompts import BenchPrompt
-from specchat.engine.trained_drafter import DraftModel
+from specchat.engine.drafters.draft_model import DraftModel
 
 # transformers' documented starting point for prompt lookup, used when k is adaptive.
 PROMPT_LOOKUP_TOKENS = 10
@@ -86,7 +86,7 @@ class _Clock:
 
 
 def _generation_config(target, settings) -> Any:
-    from specchat.engine.session import end_of_turn_ids
+    from specchat.engine.loop.session import end_of_turn_ids
 
     gc = copy.deepcopy(target.model.generation_config)
     greedy = settings.temperature <= 0

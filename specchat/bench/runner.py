@@ -36,7 +36,7 @@ def steps(prompts: list[BenchPrompt], peers: list[Peer]) -> int:
 
 def run_bench(target, drafter, prompts: list[BenchPrompt], settings, *, peers: list[Peer] = (),
               on_step: Callable[[str], None] | None = None, costs=None) -> list[PromptResult]:
-    from specchat.engine.drafters import NoDrafter
+    from specchat.engine.drafters.protocol import NoDrafter
 
     step = on_step or (lambda _label: None)
     baseline = NoDrafter()

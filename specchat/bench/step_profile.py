@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from specchat.engine.forward import forward_logits, new_cache
+from specchat.engine.model.forward import forward_logits, new_cache
 
 WEIGHT_OPS = ("linear", "addmm", "aten::mm", "matmul", "_weight_int4pack_mm", "_weight_int8pack_mm", "q8_0_mm", "q4_1_mm",
               "linear_dynamic_fp16", "gemm")

@@ -19,7 +19,7 @@ far (held out 0.385 acceptance at k = 4; about 40 minutes of answers and 25 of
 training), not shipped because its drafting costs twice as much and it was no faster
 (README, Drafters). `--prompt-set wide --derived-share 0.375` widens the prompts
 (followups.py); it did not help.
-`--reads-target-states` trains the EAGLE-style kind instead (feature_drafter.py), after
+`--reads-target-states` trains the EAGLE-style kind instead (drafters/states_reading.py), after
 one more pass of the target over the answers for its hidden states (about 15 s a
 batch of 32 with two threads: ~18 minutes for the default 2,432 answers).
 """
@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specchat distill",
         description="Train a small drafter on the target's own answers (self-distillation). "
-                    "Resumable: run the same command again to continue.")
+                    "Resumable: run the same command again to continue.",
+        epilog="specchat distill --data DIR --grow-to N grows a store of answers in DIR instead "
+               "(grow.py; specchat distill --data DIR --help lists its options).")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="data shards and checkpoints (default: the specchat cache dir)")
     parser.add_argument("--out", type=Path, default=None,
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--data" or a.startswith("--data=") for a in argv):
+        from specchat.distill.grow import main as grow
+        return grow(argv)
     args = build_parser().parse_args(argv)
     import torch
 
@@ -91,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or work / "smoldraft"
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     from specchat.distill.calibrate import calibrate
-    from specchat.engine.host import EngineHost
+    from specchat.engine.loop.host import EngineHost
 
     measure = lambda directory: calibrate(directory, args.target, args.calibration_prompts,  # noqa: E731
                                           args.calibration_tokens, log=log)
 
-    host = EngineHost()  # every torch call on one thread, as in a chat (engine/host.py)
+    host = EngineHost()  # every torch call on one thread, as in a chat (engine/loop/host.py)
     try:
         if args.calibrate is not None:
             host.call(measure, args.calibrate)

@@ -6,7 +6,7 @@ positions for 1,826 real ones and took ~10 s of a batch's 34. Here each prompt i
 prefilled alone, after their common prefix (the chat template's system block) was
 prefilled once, and the rows' caches are then stacked left-padded, so decoding runs
 as one batch. A row leaves the batch when it ends, so later steps compute only for
-rows still answering, and each layer's cache (engine/cache.py) has room for every
+rows still answering, and each layer's cache (engine/model/kv_cache.py) has room for every
 step ahead (DynamicCache copied itself whole on every step: 44% of decoding time at
 batch 64, 128 new tokens). With the fp16-packed target a batch
 of 32 took 17 s instead of 34, with identical greedy answers in fp32.
@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from specchat.engine.cache import KVCache, PreallocatedLayer
-from specchat.engine.forward import common_prefix, new_cache
+from specchat.engine.loop.sampling import SamplingSettings, logits_to_probs
+from specchat.engine.model.forward import common_prefix, new_cache
+from specchat.engine.model.kv_cache import KVCache, PreallocatedLayer
 
 
 @dataclass
@@ -84,10 +85,13 @@ def _prefill_rows(model: PreTrainedModel, prompts: list[list[int]], room: int) -
 
 @torch.inference_mode()
 def decode_batch(model: PreTrainedModel, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int | None,
-                 top_k: int, temperature: float | None = None,
+                 top_k: int, temperature: float | None = None, top_p: float = 1.0,
                  generator: torch.Generator | None = None) -> list[Answer]:
     """Answer every prompt: greedy when temperature is None, else sampled at that
-    temperature (no top-k/top-p). Every prompt needs at least one id."""
+    temperature from the top_p nucleus (no top-k). Every prompt needs at least one id."""
+    if temperature is not None:
+        nucleus = SamplingSettings(temperature=temperature, top_p=top_p)
+        nucleus.validate()
     cache, mask = _prefill_rows(model, prompts, room=max_new_tokens)
     answers = [Answer() for _ in prompts]
     alive = list(range(len(prompts)))  # answers[alive[i]] is the batch's row i
@@ -101,7 +105,7 @@ def decode_batch(model: PreTrainedModel, prompts: list[list[int]], *, max_new_to
         if temperature is None:
             chosen = logits.argmax(dim=-1)
         else:
-            chosen = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)[:, 0]
+            chosen = torch.multinomial(logits_to_probs(logits, nucleus), 1, generator=generator)[:, 0]
         for row, index in enumerate(alive):
             answer = answers[index]
             answer.ids.append(int(chosen[row]))

@@ -1,7 +1,7 @@
 """A drafter's calibration, measured with the engine: P(accepted | reached) by its p.
 
 The k auto rule decides from the drafter's p of each draft how far to draft and
-what to verify (engine/draft_length.py); what p means in acceptance it learns in
+what to verify (engine/policy/draft_length.py); what p means in acceptance it learns in
 the conversation, and a fresh process starts from this measurement instead of
 from p itself. It is taken the way a user's chat runs the pair: the target and the
 drafter loaded with the defaults of this machine, greedy speculation at a fixed
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from specchat.engine.calibration import Calibration, write_calibration
-from specchat.engine.machine import cpu_name
+from specchat.engine.cpu.machine import cpu_name
+from specchat.engine.policy.calibration import Calibration, write_calibration
 
 PROMPTS = 80
 MAX_NEW_TOKENS = 64
@@ -39,8 +39,8 @@ def calibration_prompts(count: int = PROMPTS) -> list[str]:
 def measure_calibration(target, drafter, prompts: list[str], on_prompt: Callable[[int], None] = lambda _i: None,
                         max_new_tokens: int = MAX_NEW_TOKENS) -> Calibration:
     """Counts (not decayed) over every round of every prompt, each in a fresh session."""
-    from specchat.engine.events import Round
-    from specchat.engine.session import ChatSession, GenerationSettings
+    from specchat.engine.loop.events import Round
+    from specchat.engine.loop.session import ChatSession, GenerationSettings
 
     calibration = Calibration()
     settings = GenerationSettings(k=K, alternatives=0, temperature=0.0, max_new_tokens=max_new_tokens)
@@ -56,7 +56,7 @@ def measure_calibration(target, drafter, prompts: list[str], on_prompt: Callable
 def calibrate(directory: Path, target_spec: str = "embedded", count: int = PROMPTS,
               max_new_tokens: int = MAX_NEW_TOKENS, log: Callable[[str], None] = print) -> Path:
     """Measure the drafter in `directory` against its target and write calibration.json."""
-    from specchat.engine.trained_loading import load_trained_drafter
+    from specchat.engine.drafters.loading import load_trained_drafter
     from specchat.models import load_target, trained_drafter_quant
 
     target = load_target(target_spec, progress=log)

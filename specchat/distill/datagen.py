@@ -61,7 +61,7 @@ _BEFORE_PROMPT_SETS = {"prompt_set": "templated", "derived_share": 0.0}
 
 def answering_quant(asked: str) -> str:
     """The precision the target answers in: `fp16` (fbgemm-packed) or `none` (fp32)."""
-    from specchat.engine import fp16_linear
+    from specchat.engine.cpu.quant import fp16_linear
 
     if asked == "auto":
         return "fp16" if fp16_linear.available() else "none"

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     from specchat.bench.prompts import builtin_prompts, select
     from specchat.bench.report import build_report
     from specchat.bench.runner import run_bench
-    from specchat.engine.session import GenerationSettings
-    from specchat.engine.trained_loading import load_trained_drafter
+    from specchat.engine.drafters.loading import load_trained_drafter
+    from specchat.engine.loop.session import GenerationSettings
     from specchat.models import load_target, trained_drafter_quant
 
     if args.threads:

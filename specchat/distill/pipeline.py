@@ -23,8 +23,8 @@ from specchat.distill.features import compute_features, load_states
 from specchat.distill.train import (TrainSettings, evaluate, evaluate_state_drafter, init_from_target, make_example,
                                    train)
 from specchat.distill.vocab import choose_vocab, coverage, index_map
-from specchat.engine.fp16_linear import pack_fp16
-from specchat.engine.trained_drafter import DraftConfig
+from specchat.engine.cpu.quant.fp16_linear import pack_fp16
+from specchat.engine.drafters.draft_model import DraftConfig
 
 
 def _bar(total: int, desc: str, initial: int = 0):

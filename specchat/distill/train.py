@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from specchat.distill.batching import length_groups
-from specchat.engine.drafting import lookup
-from specchat.engine.trained_drafter import DraftConfig, DraftModel
+from specchat.engine.drafters.draft_model import DraftConfig, DraftModel
+from specchat.engine.drafters.drafting import lookup
 
 
 @dataclass
@@ -328,8 +328,8 @@ def evaluate_state_drafter(model: DraftModel, records: list[dict], states: list[
     known so far (its later drafts read its own predicted states, as in the engine),
     the agreeing run is accepted, and the states of the accepted positions are handed
     over as a verify pass would."""
-    from specchat.engine.feature_drafter import FeatureDrafter
-    from specchat.engine.sampling import SamplingSettings
+    from specchat.engine.drafters.states_reading import FeatureDrafter
+    from specchat.engine.loop.sampling import SamplingSettings
 
     model.eval()
     greedy = SamplingSettings(temperature=0.0)

@@ -1,1 +1,1 @@
-"""The speculative-decoding engine: yields events (events.py), knows no UI."""
+"""The speculative-decoding engine: yields events (loop/events.py), knows no UI."""

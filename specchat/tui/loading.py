@@ -14,7 +14,7 @@ from __future__ import annotations
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
-from specchat.engine.host import EngineHost, HostedSession
+from specchat.engine.loop.host import EngineHost, HostedSession
 
 POLL_S = 0.05
 

@@ -6,7 +6,7 @@ import threading
 
 from textual.message import Message
 
-from specchat.engine.events import Event
+from specchat.engine.loop.events import Event
 
 
 class EventInbox:

@@ -15,7 +15,7 @@ from typing import IO, Iterator
 
 import platformdirs
 
-from specchat.engine.events import event_from_dict, to_json
+from specchat.engine.loop.events import event_from_dict, to_json
 
 from .transcript import Prompt, Record, SystemPrompt, Transcript
 

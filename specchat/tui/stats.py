@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from specchat.engine.events import Totals, estimated_speedup
+from specchat.engine.loop.events import Totals, estimated_speedup
 
 from .transcript import Answer, Transcript, draft_length
 

@@ -1,4 +1,4 @@
-"""Every torch call of a session runs on its engine thread (engine/host.py): a
+"""Every torch call of a session runs on its engine thread (engine/loop/host.py): a
 forward from another thread ran at half speed on this project's CPUs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from specchat.engine.host import THREAD_NAME, EngineHost
+from specchat.engine.loop.host import EngineHost, THREAD_NAME
 
 
 @pytest.fixture

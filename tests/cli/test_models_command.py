@@ -48,7 +48,7 @@ def test_models_lists_default_device_and_cached_causal_lms(tmp_path):
 
 
 def test_models_names_how_each_target_is_held_on_this_machine(tmp_path):
-    from specchat.engine import format_choice
+    from specchat.engine.cpu import format_choice
 
     _default_vocab()
     hub, cache = tmp_path / "hub", tmp_path / "cache"

@@ -3,7 +3,7 @@ target's own text token for token with no drafter, the default drafter, n-gram l
 and a model drafter, whatever state the remembered format choice is in.
 
 The target's weight format and KV cache are chosen once per machine and never by the
-drafter (engine/format_choice.py); when the choice was keyed by the drafter, `--drafter
+drafter (engine/cpu/format_choice.py); when the choice was keyed by the drafter, `--drafter
 none` ran a bf16 KV cache where the default drafter ran int8, and 5 of 6 answers
 differed on a 2-core Zen 4.
 """
@@ -90,7 +90,7 @@ def test_greedy_answers_are_the_same_with_every_drafter_from_an_empty_format_cac
 @pytest.mark.slow
 def test_greedy_answers_agree_after_a_store_written_per_drafter(fresh_cache):
     # What the format choice wrote when it was keyed by the drafter: disagreeing entries.
-    from specchat.engine import format_choice
+    from specchat.engine.cpu import format_choice
 
     machine = " | ".join(format_choice.machine_key().split(" | ")[:4])
     entries = {f"{machine} | drafter none | decoder 9": {"format": "q4_1", "kv": "", "measured": {}},

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from specchat.engine.host import EngineHost
-from specchat.engine.events import DraftedToken, EmittedToken, Round, Totals, TurnEnd, TurnStart, event_from_json
+from specchat.engine.loop.events import DraftedToken, EmittedToken, Round, Totals, TurnEnd, TurnStart, event_from_json
+from specchat.engine.loop.host import EngineHost
 from specchat.oneshot import (
     EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, AnswerWriter, Options, neutralize, result_json, run_turn, stats_line,
     use_color,
@@ -58,7 +58,7 @@ _HOST = EngineHost()  # one engine thread for the module's scripted sessions
 
 class ScriptedSession:
     """Plays a fixed event list through the real run_turn loop, produced on an engine
-    thread as a ChatSession's are (engine/host.py)."""
+    thread as a ChatSession's are (engine/loop/host.py)."""
 
     def __init__(self, events, interrupt_after: int | None = None):
         self.events = events

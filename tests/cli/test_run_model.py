@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from specchat.engine.events import Round, TurnEnd, TurnStart, event_from_json
+from specchat.engine.loop.events import Round, TurnEnd, TurnStart, event_from_json
 
 from .conftest import REPO, specchat
 

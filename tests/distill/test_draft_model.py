@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from specchat.engine.sampling import SamplingSettings
 from specchat.distill.train import drafting_passes
-from specchat.engine.cache import KVCache
-from specchat.engine.trained_drafter import DraftConfig, DraftModel, TrainedDrafter
+from specchat.engine.drafters.draft_model import DraftConfig, DraftModel
+from specchat.engine.drafters.trained import TrainedDrafter
+from specchat.engine.loop.sampling import SamplingSettings
+from specchat.engine.model.kv_cache import KVCache
 
 TARGET_VOCAB = 300
 
@@ -90,7 +91,7 @@ def test_loading_for_another_target_is_refused(tmp_path):
 
 
 def test_lookup_copies_a_repeated_continuation_before_asking_the_model():
-    from specchat.engine.drafting import lookup
+    from specchat.engine.drafters.drafting import lookup
 
     assert lookup([9, 1, 2, 3, 4, 7, 1, 2, 3]) == 4  # longest match first (1 2 3 -> 4)
     assert lookup([5, 6, 8, 1, 2, 5, 6]) == 8

@@ -11,9 +11,9 @@ import torch
 from specchat.distill import main
 from specchat.distill.datagen import chat_ids
 from specchat.distill.followups import as_document
-from specchat.engine import fp16_linear
-from specchat.engine.sampling import SamplingSettings
-from specchat.engine.trained_loading import load_trained_drafter
+from specchat.engine.cpu.quant import fp16_linear
+from specchat.engine.drafters.loading import load_trained_drafter
+from specchat.engine.loop.sampling import SamplingSettings
 from specchat.models import ModelError, load_drafter
 
 TINY = ["--prompts", "4", "--batch-size", "2", "--max-new-tokens", "6", "--sampled-every", "2",
@@ -80,9 +80,9 @@ def test_distill_runs_end_to_end_and_resumes(tmp_path, embedded):
 
 @pytest.mark.slow
 def test_distill_of_a_state_reading_drafter_end_to_end(tmp_path, embedded):
-    from specchat.engine.drafters import NoDrafter
-    from specchat.engine.feature_drafter import FeatureDrafter
-    from specchat.engine.session import ChatSession, GenerationSettings
+    from specchat.engine.drafters.protocol import NoDrafter
+    from specchat.engine.drafters.states_reading import FeatureDrafter
+    from specchat.engine.loop.session import ChatSession, GenerationSettings
 
     work, out = tmp_path / "work", tmp_path / "out"
     assert main(["--work-dir", str(work), "--out", str(out), "--threads", "1", *TINY,

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from specchat.distill.datagen import chat_ids
-from specchat.engine.events import Round, TurnEnd
-from specchat.engine.session import ChatSession, GenerationSettings, end_of_turn_ids
-from specchat.engine.trained_loading import load_trained_drafter, weights_dir
+from specchat.engine.drafters.loading import load_trained_drafter, weights_dir
+from specchat.engine.loop.events import Round, TurnEnd
+from specchat.engine.loop.session import ChatSession, GenerationSettings, end_of_turn_ids
 
 PROMPTS = [
     "What is the capital of France?",
@@ -67,7 +67,7 @@ def test_it_drafts_better_than_its_untrained_start(embedded, smoldraft):
     # A drafter whose files were mis-mapped or mis-loaded does no better than the
     # network it was initialised as; the trained one must do clearly better.
     from specchat.distill.train import init_from_target
-    from specchat.engine.trained_drafter import TrainedDrafter
+    from specchat.engine.drafters.trained import TrainedDrafter
 
     prov = json.loads((weights_dir() / "provenance.json").read_text())
     untrained = TrainedDrafter(init_from_target(embedded.model, smoldraft.model.cfg,

@@ -6,7 +6,7 @@ import torch
 
 from specchat.distill.train import evaluate
 from specchat.distill.vocab import choose_vocab, coverage, index_map
-from specchat.engine.trained_drafter import DraftConfig, DraftModel
+from specchat.engine.drafters.draft_model import DraftConfig, DraftModel
 
 
 def _rec(labels):

@@ -43,7 +43,7 @@ FAMILIES = {
 }
 SLIDING = [name for name in FAMILIES if name != "llama"]
 # The families the lean decoder computes when built without a window (window=None).
-LEAN = ["llama", "mistral", "qwen2", "qwen3"]
+CPU_FAMILIES = ["llama", "mistral", "qwen2", "qwen3"]
 
 
 def build(family: str, vocab_size: int = 64, seed: int = 0, layers: int = 2, hidden: int = 64,

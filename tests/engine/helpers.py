@@ -9,12 +9,14 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from specchat.engine.detok import IncrementalDecoder
-from specchat.engine.draft_length import FixedK
-from specchat.engine.drafters import ModelDrafter, NgramDrafter, NoDrafter
-from specchat.engine.forward import new_cache
-from specchat.engine.sampling import SamplingSettings, logits_to_probs
-from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, prefill
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.drafters.protocol import NoDrafter
+from specchat.engine.loop.detok import IncrementalDecoder
+from specchat.engine.loop.sampling import SamplingSettings, logits_to_probs
+from specchat.engine.loop.speculative import DecodeState, SpeculativeDecoder, StopRules, prefill
+from specchat.engine.model.forward import new_cache
+from specchat.engine.policy.draft_length import FixedK
 
 
 def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -34,7 +36,7 @@ def decode_once(model, tokenizer, drafter, prompt: list[int], *, k: int, new_tok
                 eos_ids=frozenset(), spare: int = 0, policy=None) -> tuple[DecodeState, list, SpeculativeDecoder]:
     """Run the speculative loop on a bare prompt (no chat template); `spare`
     alternatives are asked for beside every run (greedy rounds). The draft length is
-    k every round unless a `policy` (draft_length.py) is given."""
+    k every round unless a `policy` (policy/draft_length.py) is given."""
     cache, cached = new_cache(model), []
     drafter.reset()
     prefill(model, cache, cached, drafter, prompt)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from specchat.engine.alternatives import (accepted_rows, forward_with_alternatives, pass_layout,
-                                          spare_for, verify_greedy)
-from specchat.engine.drafters import Alternative, ModelDrafter, choose_alternatives
-from specchat.engine.events import event_from_json, to_json
-from specchat.engine.forward import forward_logits, new_cache
-from specchat.engine.sampling import SamplingSettings
-from specchat.engine.session import ChatSession, GenerationSettings
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.protocol import Alternative, choose_alternatives
+from specchat.engine.loop.alternatives import (accepted_rows, forward_with_alternatives, pass_layout, spare_for,
+                                               verify_greedy)
+from specchat.engine.loop.events import event_from_json, to_json
+from specchat.engine.loop.sampling import SamplingSettings
+from specchat.engine.loop.session import ChatSession, GenerationSettings
+from specchat.engine.model.forward import forward_logits, new_cache
 
 from .helpers import as_target, decode_once, word_tokenizer
 
@@ -132,7 +133,7 @@ def test_session_rounds_with_alternatives_survive_a_trace(tiny_llama):
 
 
 def test_shipped_drafter_alternatives_keep_the_embedded_targets_greedy_answer(embedded):
-    from specchat.engine.drafters import NoDrafter
+    from specchat.engine.drafters.protocol import NoDrafter
     from specchat.models import load_drafter
 
     drafter = load_drafter("smoldraft", embedded, quant="none")
@@ -147,9 +148,9 @@ def test_shipped_drafter_alternatives_keep_the_embedded_targets_greedy_answer(em
 def test_trained_drafter_reads_its_pick_and_alternatives_in_one_transfer():
     # read_greedy returns what argmax, softmax and topk give one by one (it only
     # gathers them into one device read); vocab ids map draft entries to target ids.
-    from specchat.engine.drafters import alternatives_among
-    from specchat.engine.drafting import read_greedy
-    from specchat.engine.trained_drafter import DraftConfig, DraftModel
+    from specchat.engine.drafters.draft_model import DraftConfig, DraftModel
+    from specchat.engine.drafters.drafting import read_greedy
+    from specchat.engine.drafters.protocol import alternatives_among
 
     torch.manual_seed(0)
     cfg = DraftConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from specchat.engine.detok import IncrementalDecoder
-from specchat.engine.drafters import ModelDrafter, NgramDrafter
-from specchat.engine.events import event_from_json, to_json
-from specchat.engine.forward import forward_logits, new_cache
-from specchat.engine.sampling import SamplingSettings
-from specchat.engine.session import ChatSession, GenerationSettings
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.loop.detok import IncrementalDecoder
+from specchat.engine.loop.events import event_from_json, to_json
+from specchat.engine.loop.sampling import SamplingSettings
+from specchat.engine.loop.session import ChatSession, GenerationSettings
+from specchat.engine.model.forward import forward_logits, new_cache
 
 from .helpers import decode_once, word_tokenizer
 
@@ -35,7 +36,7 @@ def test_caches_are_rolled_back_to_the_accepted_length(tiny_llama):
 
 
 def test_a_layer_written_in_another_dtype_keeps_what_it_holds():
-    from specchat.engine.cache import PreallocatedLayer
+    from specchat.engine.model.kv_cache import PreallocatedLayer
 
     layer = PreallocatedLayer()
     keys = torch.randn(1, 2, 5, 4)

@@ -1,19 +1,18 @@
-"""specchat's CPU kernels (cpu_kernels.py): the attention of steps and verify passes
+"""specchat's CPU kernels (cpu/kernel_build.py): the attention of steps and verify passes
 against softmax attention written out, each row independent of the others; the
 Q8_0 and Q4_1 products keeping a GGUF file's weights, on either vector unit; and a failed
 build reported, not raised."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
-from specchat.engine import cpu_kernels
-from specchat.engine.block_formats import GROUP, Q4_1Linear, Q8_0Linear
+from specchat.engine.cpu import kernel_build
+from specchat.engine.cpu.quant.block_formats import GROUP, Q4_1Linear, Q8_0Linear
 
-pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="specchat's CPU kernels did not build here")
+pytestmark = pytest.mark.skipif(not kernel_build.available(), reason="specchat's CPU kernels did not build here")
 
 
 def _reference(q, keys, values, visible, scale):
@@ -75,8 +74,8 @@ def test_the_avx2_build_attends_alike(tmp_path):
     """The fleet's AVX2 EPYCs run the 8-lane path: built here with -march=haswell."""
     from torch.utils import cpp_extension
 
-    source = Path(cpu_kernels.__file__).parent / "kernels" / "attend.cpp"
-    flags = [f for f in cpu_kernels._FLAGS if f != "-march=native"] + ["-march=haswell",
+    source = kernel_build.KERNELS / "attention" / "attend_rows.cpp"
+    flags = [f for f in kernel_build._FLAGS if f != "-march=native"] + ["-march=haswell",
                                                                        "-DSPECCHAT_LIBRARY=specchat_avx2_test"]
     cpp_extension.load(name="specchat_avx2_test", sources=[str(source)], extra_cflags=flags,
                        extra_ldflags=["-fopenmp"], build_directory=str(tmp_path), is_python_module=False,
@@ -94,8 +93,8 @@ def test_the_avx2_build_attends_alike(tmp_path):
         for row in range(4):
             assert torch.equal(attend(q[:, row:row + 1].contiguous(), keys, values,
                                       visible[row:row + 1].contiguous(), 0.125), out[row:row + 1])
-    # an int8 cache (kv_codes.py): the scalar key scores and 8-lane values, against this machine's build
-    from specchat.engine.kv_codes import to_codes, write_keys
+    # an int8 cache (cpu/int8_kv.py): the scalar key scores and 8-lane values, against this machine's build
+    from specchat.engine.cpu.int8_kv import to_codes, write_keys
 
     key_codes, key_scales = to_codes(torch.randn(1, 3, 604, 64))
     value_codes, value_scales = to_codes(torch.randn(1, 3, 604, 64))
@@ -108,7 +107,7 @@ def test_the_avx2_build_attends_alike(tmp_path):
     q = torch.randn(9, 4, 64)
     args = (q, tiles[0], values[0], visible, 0.125, *scales)
     out = attend(*args)
-    # an AVX-512 VNNI build weighs the values by int16 codes of the weights (value_codes.h): 3e-5 apart here
+    # an AVX-512 VNNI build weighs the values by int16 codes of the weights (int8_values.h): 3e-5 apart here
     assert torch.allclose(out, torch.ops.specchat_cpu.attend_rows(*args), atol=1e-4)
     for row in range(4):
         one = (q[:, row:row + 1].contiguous(), tiles[0], values[0], visible[row:row + 1].contiguous(), 0.125, *scales)
@@ -137,10 +136,10 @@ def test_a_layer_of_any_width_keeps_its_outputs():
 def test_a_build_that_fails_is_a_reason_not_an_error(tmp_path, monkeypatch):
     broken = tmp_path / "broken.cpp"
     broken.write_text("this is not C++\n")
-    monkeypatch.setattr(cpu_kernels, "_SOURCES", [broken])
-    monkeypatch.setattr(cpu_kernels, "built", lambda: False)
+    monkeypatch.setattr(kernel_build, "_SOURCES", [broken])
+    monkeypatch.setattr(kernel_build, "built", lambda: False)
     monkeypatch.setenv("SPECCHAT_CACHE_DIR", str(tmp_path / "cache"))
-    reason = cpu_kernels.why_unavailable.__wrapped__()
+    reason = kernel_build.why_unavailable.__wrapped__()
     assert isinstance(reason, str) and reason
 
 
@@ -177,10 +176,10 @@ def test_the_avx2_build_computes_the_block_products_alike(tmp_path):
     integer products: built here with -march=haswell."""
     from torch.utils import cpp_extension
 
-    kernels = Path(cpu_kernels.__file__).parent / "kernels"
-    flags = [f for f in cpu_kernels._FLAGS if f != "-march=native"] + ["-march=haswell",
+    kernels = kernel_build.KERNELS / "quants"
+    flags = [f for f in kernel_build._FLAGS if f != "-march=native"] + ["-march=haswell",
                                                                        "-DSPECCHAT_LIBRARY=specchat_avx2_blocks"]
-    cpp_extension.load(name="specchat_avx2_blocks", sources=[str(kernels / "blockdot.cpp"), str(kernels / "q4_1.cpp")],
+    cpp_extension.load(name="specchat_avx2_blocks", sources=[str(kernels / "q8_0.cpp"), str(kernels / "q4_1.cpp")],
                        extra_cflags=flags, extra_ldflags=["-fopenmp"], build_directory=str(tmp_path),
                        is_python_module=False, verbose=False)
     weights = _q4_1_file_weights(48, 6 * GROUP)
@@ -194,6 +193,6 @@ def test_the_avx2_build_computes_the_block_products_alike(tmp_path):
 
 
 def test_a_build_on_disk_is_known_before_loading_so_a_start_does_not_announce_a_build(tmp_path, monkeypatch):
-    assert cpu_kernels.compiled()  # loaded above: its library sits in the user cache
-    monkeypatch.setattr(cpu_kernels, "_build_directory", lambda: tmp_path)  # sources never built here
-    assert not cpu_kernels.compiled()
+    assert kernel_build.compiled()  # loaded above: its library sits in the user cache
+    monkeypatch.setattr(kernel_build, "_build_directory", lambda: tmp_path)  # sources never built here
+    assert not kernel_build.compiled()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from specchat.engine.draft_length import AdaptiveK, Calibration, FixedK
-from specchat.engine.drafters import Alternative, choose_alternatives
-from specchat.engine.events import AlternativeToken, DraftedToken, EmittedToken, Round
+from specchat.engine.drafters.protocol import Alternative, choose_alternatives
+from specchat.engine.loop.events import AlternativeToken, DraftedToken, EmittedToken, Round
+from specchat.engine.policy.draft_length import AdaptiveK, Calibration, FixedK
 
 
 def _round(accepted: int, ps: list[float], draft_s: float, verify_s: float, k: int | None = None,

@@ -14,15 +14,17 @@ import threading
 import pytest
 import torch
 
-from specchat.engine.alternatives import forward_with_alternatives
-from specchat.engine.cache import CHUNK
-from specchat.engine.detok import IncrementalDecoder
-from specchat.engine.draft_length import FixedK
-from specchat.engine.drafters import Alternative, ModelDrafter, NgramDrafter, NoDrafter
-from specchat.engine.forward import forward_logits, new_cache, sync_cache
-from specchat.engine.sampling import SamplingSettings
-from specchat.engine.speculative import DecodeState, SpeculativeDecoder, StopRules, prefill
-from specchat.engine.windows import UnservableModel, check_servable
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.drafters.protocol import Alternative, NoDrafter
+from specchat.engine.loop.alternatives import forward_with_alternatives
+from specchat.engine.loop.detok import IncrementalDecoder
+from specchat.engine.loop.sampling import SamplingSettings
+from specchat.engine.loop.speculative import DecodeState, SpeculativeDecoder, StopRules, prefill
+from specchat.engine.model.forward import forward_logits, new_cache, sync_cache
+from specchat.engine.model.kv_cache import CHUNK
+from specchat.engine.model.windows import UnservableModel, check_servable
+from specchat.engine.policy.draft_length import FixedK
 
 from .families import FAMILIES, SLIDING, WINDOW, build
 from .helpers import decode_once, exact_two_token_marginals, sampled_marginals, total_variation, word_tokenizer

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from specchat.engine.feature_drafter import FeatureDrafter
-from specchat.engine.sampling import SamplingSettings
-from specchat.engine.trained_drafter import DraftConfig, DraftModel
+from specchat.engine.drafters.draft_model import DraftConfig, DraftModel
+from specchat.engine.drafters.states_reading import FeatureDrafter
+from specchat.engine.loop.sampling import SamplingSettings
 
 from .helpers import decode_once, word_tokenizer
 
@@ -80,8 +80,8 @@ def test_without_the_targets_states_it_drafts_nothing(tiny_llama):
 
 
 def test_a_session_keeps_the_states_right_across_turns(embedded):
-    from specchat.engine.drafters import NoDrafter
-    from specchat.engine.session import ChatSession, GenerationSettings
+    from specchat.engine.drafters.protocol import NoDrafter
+    from specchat.engine.loop.session import ChatSession, GenerationSettings
 
     drafter = FeatureDrafter(_feature_model(embedded.model, draft_vocab=256), "states")
     settings = GenerationSettings(max_new_tokens=10, k=2)
@@ -97,7 +97,7 @@ def test_a_session_keeps_the_states_right_across_turns(embedded):
 
 
 def test_runs_cut_by_the_adaptive_rule_keep_output_and_states_right(tiny_llama):
-    from specchat.engine.draft_length import AdaptiveK
+    from specchat.engine.policy.draft_length import AdaptiveK
 
     target = tiny_llama(48, seed=0)
     drafter = FeatureDrafter(_feature_model(target, draft_vocab=48), "states", use_lookup=False)

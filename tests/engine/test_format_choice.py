@@ -1,5 +1,5 @@
 """The weight format and KV cache chosen at first load and remembered per machine,
-whatever the drafter (format_choice.py)."""
+whatever the drafter (cpu/format_choice.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from specchat.engine import format_choice, lean_decoder
+from specchat.engine.cpu import decoder as cpu_decoder, format_choice
 
 from .families import build
 from .helpers import word_tokenizer
@@ -24,7 +24,7 @@ def test_first_load_measures_and_attaches_a_fast_faithful_format(tmp_path):
     target = tiny_target()
     choice = format_choice.settle(target, tmp_path)
     assert choice.format in format_choice.CANDIDATES and target.precision == choice.format
-    assert lean_decoder.attached(target.model) is not None
+    assert cpu_decoder.attached(target.model) is not None
     kept = {name for name, figures in choice.measured.items() if "cost_ms" in figures}
     assert choice.format in kept and all(choice.measured[name]["kl"] <= format_choice.MAX_KL for name in kept)
     fastest = min(choice.measured[name]["cost_ms"] for name in kept)
@@ -83,7 +83,7 @@ def test_no_faithful_format_keeps_transformers_forward(tmp_path, monkeypatch):
     target = tiny_target()
     choice = format_choice.settle(target, tmp_path)
     assert choice.format == "" and "next-token distribution" in choice.reason
-    assert lean_decoder.attached(target.model) is None
+    assert cpu_decoder.attached(target.model) is None
 
 
 def test_a_format_asked_for_is_used_without_measuring(tmp_path, monkeypatch):
@@ -97,7 +97,7 @@ def test_a_model_the_lean_decoder_does_not_cover_says_why(tmp_path):
     target = tiny_target("mistral", window=8)
     choice = format_choice.settle(target, tmp_path)
     assert choice.format == "" and "sliding-window" in choice.reason
-    assert lean_decoder.attached(target.model) is None and target.precision == "fp16-packed"
+    assert cpu_decoder.attached(target.model) is None and target.precision == "fp16-packed"
 
 
 def test_the_kv_cache_of_a_format_asked_for_is_measured_once(tmp_path, monkeypatch):

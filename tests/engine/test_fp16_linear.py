@@ -1,4 +1,4 @@
-"""The CPU fast path: linear layers as fbgemm fp16 GEMMs (engine/fp16_linear.py)."""
+"""The CPU fast path: linear layers as fbgemm fp16 GEMMs (engine/cpu/quant/fp16_linear.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from specchat.engine import fp16_linear, lean_decoder
-from specchat.engine.drafters import ModelDrafter, NoDrafter
-from specchat.engine.fp16_linear import Fp16PackedLinear, LazyFp16PackedLinear, pack_fp16
-from specchat.engine.session import ChatSession, GenerationSettings
-from specchat.engine.trained_drafter import TrainedDrafter
+from specchat.engine.cpu import decoder as cpu_decoder
+from specchat.engine.cpu.quant import fp16_linear
+from specchat.engine.cpu.quant.fp16_linear import Fp16PackedLinear, LazyFp16PackedLinear, pack_fp16
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.protocol import NoDrafter
+from specchat.engine.drafters.trained import TrainedDrafter
+from specchat.engine.loop.session import ChatSession, GenerationSettings
 from specchat.models import ModelError, _quantization, load_drafter, load_target, settle_format
 
 pytestmark = pytest.mark.skipif(not fp16_linear.available(), reason="needs fbgemm's fp16 GEMM (x86 with AVX2)")
@@ -85,8 +87,8 @@ def test_a_target_with_a_lean_decoder_leaves_its_fallback_unpacked_until_called(
     target = load_target("embedded", device="cpu", lean=True)
     settle_format(target, NoDrafter())
     head = target.model.get_output_embeddings()
-    assert lean_decoder.attached(target.model) is not None
+    assert cpu_decoder.attached(target.model) is not None
     assert isinstance(head, LazyFp16PackedLinear) and head._packed is None
     session = ChatSession(target, NoDrafter(), settings=GenerationSettings(max_new_tokens=4))
     list(session.send("Hello"))
-    assert head._packed is None  # the lean decoder ran every pass
+    assert head._packed is None  # the CPU decoder ran every pass

@@ -6,9 +6,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from specchat.engine.drafters import ModelDrafter, NgramDrafter, NoDrafter
-from specchat.engine.sampling import SamplingSettings
-from specchat.engine.session import ChatSession, GenerationSettings, end_of_turn_ids
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.drafters.protocol import NoDrafter
+from specchat.engine.loop.sampling import SamplingSettings
+from specchat.engine.loop.session import ChatSession, GenerationSettings, end_of_turn_ids
 
 from .helpers import decode_once
 

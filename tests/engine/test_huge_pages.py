@@ -1,4 +1,4 @@
-"""Block weights moved into huge pages (huge_pages.py): the same bytes, read by the
+"""Block weights moved into huge pages (cpu/huge_pages.py): the same bytes, read by the
 same layers, wherever the memory comes from."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from specchat.engine import huge_pages, weight_formats
-from specchat.engine.block_formats import block_weights
-from specchat.engine.weight_formats import GROUP
+from specchat.engine.cpu import huge_pages
+from specchat.engine.cpu.quant import weight_formats
+from specchat.engine.cpu.quant.block_formats import block_weights
+from specchat.engine.cpu.quant.weight_formats import GROUP
 
 BLOCKED = [name for name in ("q4_1", "q8_0") if weight_formats.available(name)]
 

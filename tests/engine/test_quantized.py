@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from specchat.engine.drafters import NoDrafter
-from specchat.engine.session import ChatSession, GenerationSettings
+from specchat.engine.drafters.protocol import NoDrafter
+from specchat.engine.loop.session import ChatSession, GenerationSettings
 from specchat.models import ModelError, embedded_gguf_path, load_drafter, load_target
 
 from .helpers import word_tokenizer

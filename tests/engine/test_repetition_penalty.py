@@ -7,9 +7,11 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-from specchat.engine.drafters import ModelDrafter, NgramDrafter, NoDrafter
-from specchat.engine.sampling import SamplingSettings, logits_to_probs, penalise_repeats, repeat_masks
-from specchat.engine.session import end_of_turn_ids
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.drafters.protocol import NoDrafter
+from specchat.engine.loop.sampling import SamplingSettings, logits_to_probs, penalise_repeats, repeat_masks
+from specchat.engine.loop.session import end_of_turn_ids
 from specchat.models import load_drafter
 
 from .helpers import decode_once, word_tokenizer

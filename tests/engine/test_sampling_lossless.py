@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from specchat.engine import sampling
-from specchat.engine.draft_length import AdaptiveK
-from specchat.engine.drafters import ModelDrafter
-from specchat.engine.sampling import SamplingSettings, logits_to_probs, verify
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.loop import sampling
+from specchat.engine.loop.sampling import SamplingSettings, logits_to_probs, verify
+from specchat.engine.policy.draft_length import AdaptiveK
 
 from .helpers import exact_two_token_marginals, sampled_marginals, total_variation, word_tokenizer
 
@@ -70,7 +70,7 @@ def test_speculative_loop_keeps_target_distribution(tiny_llama, monkeypatch):
     assert total_variation(first, exact_first) < bound
     assert total_variation(second, exact_second) < bound
 
-    monkeypatch.setattr("specchat.engine.speculative.verify", broken_verify)
+    monkeypatch.setattr("specchat.engine.loop.speculative.verify", broken_verify)
     first_b, second_b = sampled_marginals(target, drafter, tokenizer, prompt, settings, n)
     broken = max(total_variation(first_b, exact_first), total_variation(second_b, exact_second))
     print(f"TV first={total_variation(first, exact_first):.3f} second={total_variation(second, exact_second):.3f} "

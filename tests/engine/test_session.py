@@ -8,9 +8,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from specchat.engine.drafters import ModelDrafter, NgramDrafter, NoDrafter
-from specchat.engine.events import Notice, Round, TurnEnd, TurnStart
-from specchat.engine.session import ChatSession, GenerationSettings, Message
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.drafters.protocol import NoDrafter
+from specchat.engine.loop.events import Notice, Round, TurnEnd, TurnStart
+from specchat.engine.loop.session import ChatSession, GenerationSettings, Message
 
 from .helpers import as_target
 
@@ -114,7 +116,7 @@ def test_model_failure_ends_turn_with_error_and_keeps_history(embedded, monkeypa
     def explode(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB\nmore details")
 
-    monkeypatch.setattr("specchat.engine.speculative.forward_logits", explode)
+    monkeypatch.setattr("specchat.engine.loop.speculative.forward_logits", explode)
     end = list(session.send("Hi again."))[-1]
     assert end.finish_reason == "error" and end.error == "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"
     assert [m.status for m in session.history] == ["complete", "complete", "complete", "error"]

@@ -7,14 +7,15 @@ import json
 
 import pytest
 
-from specchat.engine.calibration import BUCKETS, SEED_WEIGHT, Calibration, read_calibration, write_calibration
-from specchat.engine.costs import StepCosts
-from specchat.engine.draft_length import AdaptiveK
-from specchat.engine.drafters import ModelDrafter, NoDrafter
-from specchat.engine.events import (DraftedToken, EmittedToken, Round, TurnEnd, TurnStart, estimated_speedup,
-                                   event_from_json, to_json)
-from specchat.engine.session import ChatSession, GenerationSettings
-from specchat.engine.warmup import measure_costs
+from specchat.engine.drafters.hf_model import ModelDrafter
+from specchat.engine.drafters.protocol import NoDrafter
+from specchat.engine.loop.events import (DraftedToken, EmittedToken, Round, TurnEnd, TurnStart, estimated_speedup,
+                                         event_from_json, to_json)
+from specchat.engine.loop.session import ChatSession, GenerationSettings
+from specchat.engine.policy.calibration import BUCKETS, Calibration, SEED_WEIGHT, read_calibration, write_calibration
+from specchat.engine.policy.costs import StepCosts
+from specchat.engine.policy.draft_length import AdaptiveK
+from specchat.engine.policy.warmup import measure_costs
 
 from .helpers import as_target, word_tokenizer
 
@@ -100,7 +101,7 @@ def test_a_missing_or_corrupt_calibration_is_a_one_line_warning_and_a_cold_start
                                                                                  fragment):
     import shutil
 
-    from specchat.engine.trained_loading import load_trained_drafter, weights_dir
+    from specchat.engine.drafters.loading import load_trained_drafter, weights_dir
 
     directory = tmp_path / "smoldraft"
     shutil.copytree(weights_dir("smoldraft"), directory)
@@ -117,7 +118,7 @@ def test_a_missing_or_corrupt_calibration_is_a_one_line_warning_and_a_cold_start
 
 
 def test_the_shipped_drafter_loads_its_calibration(embedded):
-    from specchat.engine.trained_loading import load_trained_drafter
+    from specchat.engine.drafters.loading import load_trained_drafter
 
     drafter = load_trained_drafter(embedded)
     assert drafter.calibration is not None and drafter.load_notes == ()
@@ -125,7 +126,7 @@ def test_the_shipped_drafter_loads_its_calibration(embedded):
 
 
 def _round(index: int, drafted: int, accepted: int, seconds: float) -> Round:
-    from specchat.engine.events import DraftedToken, EmittedToken
+    from specchat.engine.loop.events import DraftedToken, EmittedToken
 
     tokens = [DraftedToken(token_id=1, text="a", p=0.5, q=0.5, accepted=i < accepted) for i in range(drafted)]
     return Round(turn=1, index=index, k=drafted, drafted=tokens,
@@ -134,7 +135,7 @@ def _round(index: int, drafted: int, accepted: int, seconds: float) -> Round:
 
 
 def test_the_estimate_from_a_recorded_trace_is_tokens_times_the_plain_step_over_the_round_time():
-    from specchat.engine.events import Totals
+    from specchat.engine.loop.events import Totals
 
     rounds = [_round(0, 3, 2, 0.05), _round(1, 4, 4, 0.06), _round(2, 0, 0, 0.02)]
     trace = [to_json(e) for e in rounds]  # as written to a trace file, and read back

@@ -1,4 +1,4 @@
-"""The weight formats of the lean decoder (weight_formats.py): each output row from
+"""The weight formats of the CPU decoder (cpu/quant/weight_formats.py): each output row from
 its own input row alone, bit for bit, and int4 keeping a Q4_1 file's weights."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specchat.engine import weight_formats
-from specchat.engine.weight_formats import GROUP, FORMATS, Int4Linear
+from specchat.engine.cpu.quant import weight_formats
+from specchat.engine.cpu.quant.weight_formats import FORMATS, GROUP, Int4Linear
 
 AVAILABLE = [name for name in FORMATS if weight_formats.available(name)]
 

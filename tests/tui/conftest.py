@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from specchat.engine.events import event_from_json
+from specchat.engine.loop.events import event_from_json
 
 TRACE = Path(__file__).parent / "traces" / "session.jsonl"
 SIZE = (120, 40)

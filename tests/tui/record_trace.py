@@ -33,9 +33,10 @@ from pathlib import Path
 
 import torch
 
-from specchat.engine.drafters import NgramDrafter, NoDrafter
-from specchat.engine.events import to_json
-from specchat.engine.session import ChatSession, GenerationSettings
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.drafters.protocol import NoDrafter
+from specchat.engine.loop.events import to_json
+from specchat.engine.loop.session import ChatSession, GenerationSettings
 from specchat.models import load_drafter, load_target
 
 TURNS = [

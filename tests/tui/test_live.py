@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from specchat.engine.drafters import NgramDrafter
-from specchat.engine.events import Round, TurnEnd, TurnStart
-from specchat.engine.session import ChatSession, GenerationSettings
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.loop.events import Round, TurnEnd, TurnStart
+from specchat.engine.loop.session import ChatSession, GenerationSettings
 from specchat.tui.app import make_app
 from specchat.tui.messages import SessionReady
 from specchat.tui.persist import latest_conversation, load_transcript
@@ -213,9 +213,9 @@ async def test_the_first_answer_shows_an_estimated_speedup_then_spec_off_a_measu
 
     import torch
 
-    from specchat.engine.drafters import ModelDrafter
-    from specchat.engine.events import estimated_speedup
-    from specchat.engine.host import THREAD_NAME
+    from specchat.engine.drafters.hf_model import ModelDrafter
+    from specchat.engine.loop.events import estimated_speedup
+    from specchat.engine.loop.host import THREAD_NAME
     from specchat.tui.widgets.gauges import Gauges
     from tests.engine.helpers import as_target, word_tokenizer
 

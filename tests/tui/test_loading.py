@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from specchat.engine.drafters import NgramDrafter
-from specchat.engine.session import ChatSession, GenerationSettings
+from specchat.engine.drafters.ngram import NgramDrafter
+from specchat.engine.loop.session import ChatSession, GenerationSettings
 from specchat.tui.app import make_app
 from specchat.tui.loading import LoadCancelled
 from specchat.tui.render import safe

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from specchat.engine.events import Round, TurnEnd
+from specchat.engine.loop.events import Round, TurnEnd
 from specchat.tui.app import make_app
 from specchat.tui.render import safe
 from specchat.tui.themes import provenance_colors
@@ -118,7 +118,7 @@ async def test_markdown_view_toggles_for_finished_answers():
 
 
 async def test_inspector_shows_alternatives_and_the_answer_takes_the_accepted_one():
-    from specchat.engine.events import event_from_json
+    from specchat.engine.loop.events import event_from_json
 
     trace = TRACE.parent / "alternatives.jsonl"
     events = [event_from_json(line) for line in trace.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -171,7 +171,7 @@ async def test_a_repaint_after_the_screen_is_gone_is_harmless():
 
 
 async def test_inspector_under_k_auto_shows_the_drafts_left_unverified():
-    from specchat.engine.events import event_from_json
+    from specchat.engine.loop.events import event_from_json
 
     trace = TRACE.parent / "auto.jsonl"
     events = [event_from_json(line) for line in trace.read_text(encoding="utf-8").splitlines() if line.strip()]

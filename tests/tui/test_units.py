@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from specchat.engine.events import Round, TurnEnd, TurnStart, to_json
+from specchat.engine.loop.events import Round, TurnEnd, TurnStart, to_json
 from specchat.tui import commands
 from specchat.tui.persist import ConversationLog, TraceError, load_transcript, read_records
 from specchat.tui.render import answer_text, pieces, safe

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from specchat.engine.events import AlternativeToken, Round
+from specchat.engine.loop.events import AlternativeToken, Round
 
 from ..render import safe
 from ..transcript import Answer, draft_length
