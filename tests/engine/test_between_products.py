@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from specchat.engine.cpu import kernel_build
-from specchat.engine.cpu.decoder import _rotate
+from specchat.engine.model.rotation_table import rotate
 from specchat.engine.model.kv_cache import PreallocatedLayer
 
 pytestmark = pytest.mark.skipif(not kernel_build.available(), reason="specchat's CPU kernels did not build here")
@@ -57,7 +57,7 @@ def test_rotation_into_the_cache_is_the_torch_paths_bit_for_bit(qkv_dtype, cache
     # the torch path (CpuLayer.forward without the kernels)
     split = qkv.float().view(t, -1, d)
     qk, v = split[:, : heads + kv_heads], split[:, heads + kv_heads:]
-    qk = _rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)
+    qk = rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)
     assert torch.equal(queries, qk[:heads].contiguous())
     assert torch.equal(layer.keys[0, :, held:held + t], qk[heads:].to(cache_dtype))
     assert torch.equal(layer.values[0, :, held:held + t], v.transpose(0, 1).to(cache_dtype))

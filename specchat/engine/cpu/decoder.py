@@ -12,24 +12,25 @@ It covers the families whose layers are the Llama layer with optional QKV biases
 and optional per-head q/k norms (llama, mistral, qwen2, qwen3) when no layer has a
 sliding window; `unsupported(model)` says why another model keeps transformers'
 forward, which stays the loader and the fallback. The weights are read from the
-loaded model once; the linear layers are made by a `LinearFormat` (formats.py).
+loaded model once; the linear layers are made by a weight format's maker (quant/weight_formats.py).
 """
 
 from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from specchat.engine.cpu import int8_kv, kernel_build
-from specchat.engine.cpu.exact_attention import attend_rows, exact_rows, plan_rows, visible
+from specchat.engine.cpu.exact_attention import RowGroup, attend_rows, exact_rows, plan_rows, visible
 from specchat.engine.cpu.fused_layers import FusedLayers
 from specchat.engine.cpu.quant.block_formats import Q4_1Linear, Q8_0Linear, TILE_OUTS
 from specchat.engine.model.kv_cache import KVCache
-from specchat.engine.model.rotation_table import RotationTable
+from specchat.engine.model.rotation_table import RotationTable, rotate
 from specchat.engine.model.windows import layer_windows
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
@@ -61,11 +62,11 @@ def _fused(*linears: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
                               for b, l in zip(biases, linears)])
 
 
-def _norm(x: torch.Tensor, norm: tuple[torch.Tensor, float], glue: bool, into=None) -> torch.Tensor:
-    """RMSNorm of rows x [t, hidden] fp32: specchat's kernel on the kernel path (in bf16
+def norm_rows(x: torch.Tensor, norm: tuple[torch.Tensor, float], kernels: bool, into=None) -> torch.Tensor:
+    """RMSNorm of rows x [t, hidden] fp32: specchat's kernel on the kernel route (in bf16
     when the product `into` takes bf16: the same values its own cast would make), else torch's."""
     weight, eps = norm
-    if glue:
+    if kernels:
         return torch.ops.specchat_cpu.rms_norm(x, weight, eps, _takes_bf16(into))
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
@@ -73,7 +74,7 @@ def _norm(x: torch.Tensor, norm: tuple[torch.Tensor, float], glue: bool, into=No
 def _direct_products(*linears) -> tuple | None:
     """(operator, its weights) for each linear when every one is a block format's
     (Q4_1, Q8_0) with no bias and no padded outputs, whose forward is exactly
-    operator(x, weights) on a pass's 2-D rows: CpuLayer then calls them directly."""
+    operator(x, weights) on a pass's 2-D rows: what the fused operator (FusedLayers) calls."""
     direct = []
     for linear in linears:
         if not isinstance(linear, (Q4_1Linear, Q8_0Linear)) or linear.bias is not None \
@@ -86,11 +87,6 @@ def _direct_products(*linears) -> tuple | None:
 
 def _takes_bf16(linear) -> bool:
     return getattr(linear, "takes_bf16", False)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 # Passes of up to this many rows attend by specchat's kernel where it builds, whatever
@@ -106,9 +102,30 @@ def causal_mask(start: int, count: int) -> torch.Tensor | None:
     return torch.ones(count, start + count, dtype=torch.bool).tril(start) if count > 1 else None
 
 
-def kernel_rows(mask: torch.Tensor | None, start: int, count: int) -> torch.Tensor:
-    """What each row of a pass sees, as specchat's attention kernel takes it (`visible`)."""
-    return visible(mask) if count > 1 else torch.ones(1, start + 1, dtype=torch.bool)
+@dataclass(frozen=True)
+class PassPlan:
+    """How one pass runs through the layers, decided once a pass. Two routes:
+
+    - specchat's kernels (`visible` set, bool [queries, positions]: what each row
+      sees): attention, norms, rotation and SiLU by specchat's operators, each row
+      over exactly what it sees; all layers in one call where the fused operator
+      applies (FusedLayers);
+    - torch: one sdpa call under `mask` (a prefill, a pass of an inexact format), or,
+      with `groups`, each row by sdpa over exactly the keys it sees (exact_attention.py).
+    """
+
+    mask: torch.Tensor | None = None
+    visible: torch.Tensor | None = None
+    groups: list[RowGroup] | None = None
+
+    @property
+    def kernels(self) -> bool:
+        return self.visible is not None
+
+    @classmethod
+    def on_kernels(cls, mask: torch.Tensor | None, start: int, count: int) -> PassPlan:
+        """The kernel route for a pass of `count` rows after `start` held, under `mask`."""
+        return cls(visible=visible(mask) if count > 1 else torch.ones(1, start + 1, dtype=torch.bool))
 
 
 class CpuLayer(nn.Module):
@@ -120,7 +137,7 @@ class CpuLayer(nn.Module):
         self.kv_heads = config.num_key_value_heads
         self.head_dim = int8_kv.head_size(config)
         self.scale = attention.scaling
-        # an int8 cache (cpu/int8_kv.py): keys stored divided by these, queries multiplied
+        # an int8 cache (int8_kv.py): keys stored divided by these, queries multiplied
         self.coded = kv_dtype == torch.int8
         self.channels = torch.ones(self.kv_heads, self.head_dim)
         self.qkv = make_linear(*_fused(attention.q_proj, attention.k_proj, attention.v_proj))
@@ -137,55 +154,67 @@ class CpuLayer(nn.Module):
         self.direct = _direct_products(self.qkv, self.out, self.gate_up, self.down)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_layer,
-                mask: torch.Tensor | None, rows: list | None = None) -> torch.Tensor:
-        """rows: None for one attention call over the pass; a bool tensor [queries,
-        positions] (`visible`) for specchat's attention kernel; else what each query
-        sees (plan_rows)."""
-        t, d, heads = x.shape[0], self.head_dim, self.heads
-        glue = isinstance(rows, torch.Tensor)  # specchat's kernels: the attention's, and the steps between products
-        if glue and not self.qk_norms:
-            start = cache_layer.claim(t, int8_kv.KEYS if self.coded else self.kv_dtype)
-            if start is not None:  # rotated queries; rotated keys and the values written to the cache
-                if self.direct is not None:
-                    return self._step_directly(x, cos, sin, cache_layer, start, rows)
-                qkv = self.qkv(_norm(x, self.norms[0], glue, into=self.qkv))
-                codes = self._scales(cache_layer)
-                queries = torch.ops.specchat_cpu.rotate_into_cache(qkv, cos, sin, cache_layer.keys[0],
-                                                                   cache_layer.values[0], start, heads, *codes,
-                                                                   *self._factors(codes))
-                return self._attend_and_mlp(x, queries, cache_layer, rows)
-        qkv = self.qkv(_norm(x, self.norms[0], glue, into=self.qkv))
-        qkv = qkv.float().view(t, -1, d)
-        qk, v = qkv[:, : heads + self.kv_heads], qkv[:, heads + self.kv_heads:]
-        if self.qk_norms:
-            (qw, qe), (kw, ke) = self.qk_norms
-            qk = torch.cat([F.rms_norm(qk[:, :heads], (d,), qw, qe), F.rms_norm(qk[:, heads:], (d,), kw, ke)], 1)
-        qk = _rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)  # queries and keys in one rotation
-        if self.coded:  # an int8 cache (a prefill, a buffer to grow): written here, in torch
-            keys, key_scales = int8_kv.to_codes(qk[heads:] / self.channels[:, None])
-            values, value_scales = int8_kv.to_codes(v.transpose(0, 1))
-            cache_layer.update_codes(keys[None], key_scales[None], values[None], value_scales[None])
-        if glue:  # the kernel: fp32 queries (times an int8 cache's key factors), each row over what it sees
-            if self.coded:
-                queries = qk[:heads] * self.channels.repeat_interleave(heads // self.kv_heads, 0)[:, None]
-            else:
-                cache_layer.update(qk[None, heads:].to(self.kv_dtype), v.transpose(0, 1)[None].to(self.kv_dtype))
-                queries = qk[:heads]
-            return self._attend_and_mlp(x, queries.contiguous(), cache_layer, rows)
+                plan: PassPlan) -> torch.Tensor:
+        qkv = self.qkv(norm_rows(x, self.norms[0], plan.kernels, into=self.qkv))
+        if plan.kernels:
+            return self._attend_and_mlp(x, self._queries_by_kernels(qkv, cos, sin, cache_layer), cache_layer,
+                                        plan.visible)
+        qk, v = self._rotated_into_cache(qkv, cos, sin, cache_layer)
+        heads = self.heads
         if self.coded:
             keys, values = int8_kv.dequantized(cache_layer, self.channels)  # fp32, for sdpa
         else:
             if self.kv_dtype != qk.dtype:  # queries too: sdpa takes one dtype
                 qk, v = qk.to(self.kv_dtype), v.to(self.kv_dtype)
-            keys, values = cache_layer.update(qk[None, heads:], v.transpose(0, 1)[None])
+            keys, values = cache_layer.update(qk[None, heads:], v[None])
         gqa = self.kv_heads != heads
-        if rows is None:
-            attended = F.scaled_dot_product_attention(qk[None, :heads], keys, values, attn_mask=mask,
+        if plan.groups is None:
+            attended = F.scaled_dot_product_attention(qk[None, :heads], keys, values, attn_mask=plan.mask,
                                                       scale=self.scale, enable_gqa=gqa)
         else:  # each query over exactly the keys it sees, as a single step runs it
-            attended = attend_rows(qk[None, :heads], cache_layer.keys, cache_layer.values, rows, self.scale, gqa)
-        x = x + self.out(attended[0].transpose(0, 1).reshape(t, -1))  # a bf16 output promotes exactly
+            attended = attend_rows(qk[None, :heads], cache_layer.keys, cache_layer.values, plan.groups,
+                                   self.scale, gqa)
+        x = x + self.out(attended[0].transpose(0, 1).reshape(x.shape[0], -1))  # a bf16 output promotes exactly
         return self._mlp(x)
+
+    def _queries_by_kernels(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                            cache_layer) -> torch.Tensor:
+        """The rotated queries [heads, t, d] fp32 (times an int8 cache's key factors),
+        these rows' rotated keys and values in the cache: written by rotate_into_cache
+        where the layer's positions can be claimed (its buffers made and large enough,
+        no per-head norms), else rotated in torch and written by the cache."""
+        t, heads = qkv.shape[0], self.heads
+        start = None if self.qk_norms else cache_layer.claim(t, int8_kv.KEYS if self.coded else self.kv_dtype)
+        if start is not None:
+            codes = self._scales(cache_layer)
+            return torch.ops.specchat_cpu.rotate_into_cache(qkv, cos, sin, cache_layer.keys[0], cache_layer.values[0],
+                                                            start, heads, *codes, *self._factors(codes))
+        qk, v = self._rotated_into_cache(qkv, cos, sin, cache_layer)
+        if self.coded:
+            queries = qk[:heads] * self.channels.repeat_interleave(heads // self.kv_heads, 0)[:, None]
+        else:
+            cache_layer.update(qk[None, heads:].to(self.kv_dtype), v[None].to(self.kv_dtype))
+            queries = qk[:heads]
+        return queries.contiguous()
+
+    def _rotated_into_cache(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                            cache_layer) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the rotated queries and keys [heads + kv heads, t, d], the values [kv heads,
+        t, d]) fp32, in torch. An int8 cache gets the keys and values here (quantized in
+        torch); a float cache is written by the caller, in its dtype."""
+        t, d, heads = qkv.shape[0], self.head_dim, self.heads
+        qkv = qkv.float().view(t, -1, d)
+        qk, v = qkv[:, : heads + self.kv_heads], qkv[:, heads + self.kv_heads:]
+        if self.qk_norms:
+            (qw, qe), (kw, ke) = self.qk_norms
+            qk = torch.cat([F.rms_norm(qk[:, :heads], (d,), qw, qe), F.rms_norm(qk[:, heads:], (d,), kw, ke)], 1)
+        qk = rotate(qk, cos[:, None], sin[:, None]).transpose(0, 1)  # queries and keys in one rotation
+        v = v.transpose(0, 1)
+        if self.coded:  # an int8 cache (a prefill, a buffer to grow): written here, in torch
+            keys, key_scales = int8_kv.to_codes(qk[heads:] / self.channels[:, None])
+            values, value_scales = int8_kv.to_codes(v)
+            cache_layer.update_codes(keys[None], key_scales[None], values[None], value_scales[None])
+        return qk, v
 
     def _scales(self, cache_layer) -> tuple:
         """What the kernels take beside an int8 cache's buffers: its per-position key and
@@ -202,29 +231,26 @@ class CpuLayer(nn.Module):
         attended = torch.ops.specchat_cpu.attend_rows(queries, cache_layer.keys[0], cache_layer.values[0],
                                                       rows, self.scale, *self._scales(cache_layer))
         x = x + self.out(attended)
-        gate_up = self.gate_up(_norm(x, self.norms[1], glue=True, into=self.gate_up))
+        gate_up = self.gate_up(norm_rows(x, self.norms[1], kernels=True, into=self.gate_up))
         return x + self.down(torch.ops.specchat_cpu.silu_mul(gate_up, _takes_bf16(self.down)))
 
-    def _step_directly(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache_layer, start: int,
-                       rows: torch.Tensor) -> torch.Tensor:
-        """forward's kernel path, operator by operator with nothing between them: the
-        same calls in the same order (so the same bits), without the modules' dispatch,
-        reshapes and slices: a plain step of the embedded target went from 3.97 to
-        3.16-3.36 ms on a Zen 5 EPYC (~25 us a layer)."""
-        ops = torch.ops.specchat_cpu
-        (qkv, qkv_w), (out, out_w), (gate_up, gate_up_w), (down, down_w) = self.direct
-        (norm0, eps0), (norm1, eps1) = self.norms
-        keys, values, codes = cache_layer.keys[0], cache_layer.values[0], self._scales(cache_layer)
-        queries = ops.rotate_into_cache(qkv(ops.rms_norm(x, norm0, eps0, False), qkv_w), cos, sin, keys, values,
-                                        start, self.heads, *codes, *self._factors(codes))
-        attended = ops.attend_rows(queries, keys, values, rows, self.scale, *codes)
-        x = x + out(attended, out_w)
-        x = x + down(ops.silu_mul(gate_up(ops.rms_norm(x, norm1, eps1, False), gate_up_w), False), down_w)
-        return x
-
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(_norm(x, self.norms[1], glue=False)).float().split(self.intermediate, dim=-1)
+        gate, up = self.gate_up(norm_rows(x, self.norms[1], kernels=False)).float().split(self.intermediate, dim=-1)
         return x + self.down(F.silu(gate) * up)
+
+
+def run_layers(layers, fused: FusedLayers | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               cache: KVCache, plan: PassPlan) -> torch.Tensor:
+    """x [rows, hidden] through every layer: in one operator call on the kernel route
+    where the fused operator applies and every layer's positions can be claimed,
+    else layer by layer (which makes or grows the buffers)."""
+    if plan.kernels and fused is not None:
+        passed = fused(x, cos, sin, plan.visible, cache)
+        if passed is not None:
+            return passed
+    for layer, cache_layer in zip(layers, cache.layers):
+        x = layer(x, cos, sin, cache_layer, plan)
+    return x
 
 
 class CpuBody(nn.Module):
@@ -243,20 +269,15 @@ class CpuBody(nn.Module):
         self.at_once = FusedLayers.of(self.layers)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
-                mask: torch.Tensor | None, rows: list | None = None) -> torch.Tensor:
+                plan: PassPlan) -> torch.Tensor:
         x = F.embedding(input_ids, self.embed).float()
         if self.rotation is not None:
             cos, sin = self.rotation(x, positions)
         else:
             cos, sin = self.rotary(x[None], positions[None])
             cos, sin = cos[0].float(), sin[0].float()
-        if isinstance(rows, torch.Tensor) and self.at_once is not None:
-            passed = self.at_once(x, cos, sin, rows, cache)
-            if passed is not None:
-                return _norm(passed, self.norm, glue=True)[None]
-        for layer, cache_layer in zip(self.layers, cache.layers):
-            x = layer(x, cos, sin, cache_layer, mask, rows)
-        return _norm(x, self.norm, glue=isinstance(rows, torch.Tensor))[None]
+        x = run_layers(self.layers, self.at_once, x, cos, sin, cache, plan)
+        return norm_rows(x, self.norm, kernels=plan.kernels)[None]
 
 
 class CpuDecoder(nn.Module):
@@ -297,6 +318,16 @@ class CpuDecoder(nn.Module):
             keys, _ = int8_kv.dequantized(cache_layer, layer.channels)
             layer.channels = int8_kv.channel_factors(keys[0])
 
+    def plan(self, mask: torch.Tensor | None, start: int, count: int, keep: int) -> PassPlan:
+        """Steps, verify and catch-up passes on specchat's kernels where they build; a
+        pass whose every row is read by exact rows for an exact format without them;
+        else one sdpa call (a prefill, every pass of an inexact format)."""
+        if self.row_kernel and (keep == count or count <= KERNEL_ROWS):
+            return PassPlan.on_kernels(mask, start, count)
+        if self.exact and keep == count:
+            return PassPlan(groups=plan_rows(exact_rows(mask) if count > 1 else [start + 1], self.kv_dtype))
+        return PassPlan(mask=mask)
+
     @torch.inference_mode()
     def logits(self, token_ids: list[int], cache: KVCache, keep: int,
                position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None
@@ -304,13 +335,8 @@ class CpuDecoder(nn.Module):
         start, count = cache.length, len(token_ids)
         positions = position_ids if position_ids is not None else torch.arange(start, start + count)
         mask = attention_mask if attention_mask is not None else causal_mask(start, count)
-        rows = None  # one attention call: prefill, and every pass of an inexact format
-        if self.row_kernel and (keep == count or count <= KERNEL_ROWS):  # steps, verify and catch-up passes
-            rows = kernel_rows(mask, start, count)
-        elif self.exact and keep == count:
-            rows = plan_rows(exact_rows(mask) if count > 1 else [start + 1], self.kv_dtype)
         cache.reserve(start + count)
-        hidden = self.body(torch.tensor(token_ids), cache, positions, mask, rows)[0]
+        hidden = self.body(torch.tensor(token_ids), cache, positions, self.plan(mask, start, count, keep))[0]
         return self.head(hidden[-keep:]) if keep else hidden[:0, :0]
 
 

@@ -4,11 +4,12 @@ Why: from Python each of a layer's eleven operator calls (and the cache views th
 take) cost 1-2 us beside its work, ~0.4 ms of a 2.9 ms plain step of the embedded
 target on a 2-core Zen 5 EPYC, paid again by every verify pass and draft step.
 `fused_layers` calls the same operators in the same order from C++, so a pass gives
-the bits CpuLayer._step_directly gives layer by layer.
+the bits the kernel route of CpuLayer.forward gives layer by layer.
 
-It applies where every layer takes that direct path: block-format products (Q4_1,
-Q8_0) and no per-head norms. A pass whose buffers must first be made or grown goes
-layer by layer (CpuLayer.forward), which makes them.
+It applies where every layer's products are block formats (Q4_1, Q8_0: each
+product is its operator on the rows, `CpuLayer.direct`) and no layer has per-head
+norms. A pass whose buffers must first be made or grown goes layer by layer
+(decoder.run_layers), which makes them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class FusedLayers:
 
     @classmethod
     def of(cls, layers) -> FusedLayers | None:
-        """For LeanLayers that all take the direct path, where the operator is built."""
+        """For CpuLayers whose products are all block formats, where the operator is built."""
         if not len(layers) or not hasattr(torch.ops.specchat_cpu, "fused_layers") \
                 or any(layer.direct is None or layer.qk_norms for layer in layers):
             return None

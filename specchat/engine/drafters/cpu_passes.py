@@ -1,4 +1,4 @@
-"""A trained drafter's passes by the CPU decoder's layers (cpu_decoder.CpuLayer):
+"""A trained drafter's passes by the CPU decoder's layers (cpu/decoder.py's CpuLayer):
 fused products and specchat's CPU kernels between them.
 
 Why: smoldraft's step is one layer and a 4,096-row head, 0.29 ms on a 2-core Zen 5
@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from specchat.engine.cpu import decoder as cpu_decoder, kernel_build
+from specchat.engine.cpu.decoder import PassPlan, norm_rows, run_layers
+from specchat.engine.cpu.fused_layers import FusedLayers
 from specchat.engine.cpu.quant import weight_formats
 from specchat.engine.model.kv_cache import KVCache
 
@@ -59,24 +61,19 @@ class DrafterCpuPasses(nn.Module):
         self.head = make_linear(model.head.weight.detach().float(), None)
         self.rope = model.rope
         self.embed = model.embed
-        self.at_once = cpu_decoder.FusedLayers.of(self.layers)  # Q8_0 products: one operator a step
+        self.at_once = FusedLayers.of(self.layers)  # Q8_0 products: one operator a step
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, cache: KVCache, keep: int) -> torch.Tensor:
         start, count = cache.length, input_ids.shape[1]
         mask = cpu_decoder.causal_mask(start, count)
         # a long piece (a prompt) attends in one sdpa call
-        rows = cpu_decoder.kernel_rows(mask, start, count) if count <= cpu_decoder.KERNEL_ROWS else None
+        plan = PassPlan.on_kernels(mask, start, count) if count <= cpu_decoder.KERNEL_ROWS else PassPlan(mask=mask)
         cache.reserve(start + count)
         x = torch.nn.functional.embedding(input_ids[0], self.embed).float()
         cos, sin = self.rope(start, count, torch.float32)
-        passed = self.at_once(x, cos, sin, rows, cache) if rows is not None and self.at_once is not None else None
-        if passed is not None:
-            x = passed
-        else:
-            for layer, cache_layer in zip(self.layers, cache.layers):
-                x = layer(x, cos, sin, cache_layer, mask, rows)
-        x = cpu_decoder._norm(x[-keep:], self.norm, glue=rows is not None)
+        x = run_layers(self.layers, self.at_once, x, cos, sin, cache, plan)
+        x = norm_rows(x[-keep:], self.norm, kernels=plan.kernels)
         return self.head(x)[None]
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from specchat.engine.model.kv_cache import KVCache
-from specchat.engine.model.rotation_table import RotationTable
+from specchat.engine.model.rotation_table import RotationTable, rotate
 
 
 @dataclass
@@ -66,12 +66,6 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
 class DraftLayer(nn.Module):
     def __init__(self, cfg: DraftConfig) -> None:
         super().__init__()
@@ -111,7 +105,7 @@ class DraftLayer(nn.Module):
         q = self.q_proj(y).view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
         k = self.k_proj(y).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.v_proj(y).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin), v
+        return rotate(q, cos, sin), rotate(k, cos, sin), v
 
     def finish(self, x, q, k, v, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         """Attention over the given keys (mask: True where a query may look), then the MLP."""

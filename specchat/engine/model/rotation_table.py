@@ -48,3 +48,10 @@ class RotationTable:
             size = max(needed, 2 * held, _FIRST)
             cos, sin = self.rotary(x[None], torch.arange(size, device=x.device)[None])
             self.cos, self.sin = cos[0].float(), sin[0].float()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x rotated by the rotary embedding's (cos, sin): the halves of the last dimension
+    paired, as transformers' rotate_half pairs them."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
