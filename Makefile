@@ -1,5 +1,7 @@
-# Two entry points: `make run` and `make test`. Both build the virtual
-# environment first. torch is installed on its own, pinned, so pip never
+# Two entry points: `make run` and `make test` (the full suite, as CI runs it); `make
+# test-quick` leaves out the tests marked slow (a few minutes on 2 cores; the CPU
+# kernels build once per machine and source into the user cache, then load). All
+# build the virtual environment first. torch is installed on its own, pinned, so pip never
 # resolves a bare `torch` (which would pull a multi-GB CUDA build where a
 # CPU wheel is already on disk).
 PYTHON ?= python3
@@ -7,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.specchat-installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-quick bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +26,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-quick: setup
+	$(PY) -m pytest -m "not slow"
 
 bench: setup
 	$(VENV)/bin/specchat bench

@@ -69,14 +69,11 @@ ROUNDS = 8  # timed passes of each kind a repetition, per format
 FORMAT_MARGIN = 0.15
 LONG_CONTEXT = 4096
 KV_SLOWER = 1.25
-# Bumped when the CPU decoder's arithmetic changes (2: a bf16 KV cache for the bf16
-# formats; 3: specchat's attention kernel for steps and verify passes, the q8_0 head;
-# 4: the glue kernels; 5: probe rounds of two drafts; 6: attention by kv-head group and
-# chunk, silu by the vector unit; 7: the q4_1 format, the q8_0 head by tiles of sixteen
-# outputs against two int8 codes an input; 8: the int8 KV cache; 9: int16 softmax
-# codes for an int8 cache's values), so choices measured on the old one are measured
-# again. The key's drafter field was dropped at 9 without a bump: old entries no
-# longer match the new key, and their formats serve as the machine's earlier choice.
+# The CPU decoder's arithmetic, in the key: bumped whenever a format's numbers or
+# speed can change (a kernel, a cache layout, a format), so that choices measured on
+# the old arithmetic are measured again; an entry under an older version still names
+# the machine's earlier choice (earlier_choice). What each version changed is in
+# docs/benchmarks.md ("DECODER_VERSION").
 DECODER_VERSION = 9
 _MACHINE_FIELDS = 4  # the key's fields that name the machine (cpu, vector unit, torch, threads)
 

@@ -1,5 +1,5 @@
-"""Drafting a run of tokens from a trained drafter's outputs (drafters/draft_model.py's
-TrainedDrafter, drafters/states_reading.py's FeatureDrafter): prompt lookup first, the
+"""Drafting a run of tokens from a trained drafter's outputs (trained.py's
+TrainedDrafter, states_reading.py's FeatureDrafter): prompt lookup first, the
 model's draft-vocabulary logits elsewhere, alternatives beside the run."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def lookup(tokens: list[int], max_n: int = 3, min_n: int = 2, window: int = 2048
 def read_greedy(model: DraftModel, logits: torch.Tensor, likeliest: int) -> tuple[int, float, list[tuple[int, float]]]:
     """(target id of the argmax, its probability, the `likeliest` top (id, p) pairs)
     from draft-vocabulary logits, read from the device in one transfer: on CUDA each
-    read waits for the device, and a drafted token used to make six to eight."""
+    read waits for the device, and reading each value apart costs a drafted token six
+    to eight waits."""
     probs = torch.softmax(logits.float(), dim=-1)
     best = torch.argmax(logits).view(1)
     parts = [model.vocab_ids[best].double(), probs[best].double()]

@@ -5,7 +5,7 @@ forward from any other thread ran at half speed on this project's CPUs (27.5 ms
 from the loading thread, 54–58 ms from another), so every torch call of a session
 (loading, warm-up, prefill, every round of every turn) runs here, on one
 long-lived thread. Front ends only send requests and read events, as vLLM's engine
-core does in-process; why a thread and not a process is in docs/engine-host.md.
+core does in-process; why a thread and not a process is in docs/engine.md ("One engine thread").
 
     host = EngineHost()
     session = host.start(factory, progress)   # HostedSession; factory runs on the engine thread

@@ -7,9 +7,8 @@
 //
 // The work is split into tasks of (row, kv head, chunk of the row's visible
 // positions). A task computes every query head that shares the kv head, so each key
-// and value is loaded and widened once for the whole group (a first version did one
-// head per task and was bound by instructions, not memory: 5 ms at 3,600 positions
-// with the cache in L2). Chunks keep both cores busy on one row; their softmax
+// and value is loaded and widened once for the whole group (one head per task is
+// bound by instructions, not memory: 5 ms at 3,600 positions with the cache in L2). Chunks keep both cores busy on one row; their softmax
 // pieces (max, sum, weighted values) are merged in chunk order.
 //
 // A row's result depends only on the keys and values it sees, in order: chunks are

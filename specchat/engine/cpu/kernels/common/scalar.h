@@ -22,7 +22,7 @@ inline float widen(c10::BFloat16 v) {
   return f;
 }
 
-// q . k over d (a serial sum of the partials was once the attention kernel's bottleneck)
+// q . k over d (a serial sum of the partials bounds the attention kernel)
 template <typename T>
 float dot(const float* q, const T* k, int64_t d) {
   float partial[kLanes] = {};

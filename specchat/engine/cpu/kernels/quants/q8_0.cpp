@@ -5,9 +5,9 @@
 //
 // Why: torch has no 8-bit block kernel, so the output layer stayed fp16: 57 MB read
 // a step for SmolLM2-135M, whose GGUF stores it (the tied embedding) in Q8_0. Here
-// it reads 30 MB, once per pass whatever its rows (block_tiles.h): the first version,
-// one output at a time, cost 0.46 ms a row on a 2-core EPYC, so a verify pass of
-// five rows spent 2.3 ms on this layer alone.
+// it reads 30 MB, once per pass whatever its rows (block_tiles.h): one output at a
+// time costs 0.46 ms a row on a 2-core EPYC, so a verify pass of five rows would
+// spend 2.3 ms on this layer alone.
 //
 //   y[o] = sum over blocks b of  d[o,b] s[b] (256 dot(q, c) + dot(q, r))
 //
