@@ -3,26 +3,22 @@
     run_tui(session_factory, *, theme=None, resume=False, data_dir=None) -> int
     run_replay(trace_path, *, theme=None) -> int
 
-Threads: every torch call runs on the session's engine thread (engine/loop/host.py):
-the factory loads and warms up there, and each turn's events come from there. A
-thread worker relays them into an `EventInbox`; the repaint timer folds what
-waits there into the `Transcript` and the autosave file, one batch a tick, and
-repaints the changed widgets (paced while streaming, tui/pacing.py), so a fast
-stream never starves keyboard input.
+The app is its layout and lifecycle; its jobs are mixins, one module each: the
+engine link (engine_link.py: load, send, relay a turn's events from the engine
+thread), the repaint (repaint.py: events -> transcript -> widgets, paced so a fast
+stream never starves keyboard input), chat commands (chat_commands.py), exports
+(exporting.py) and stored conversations (conversations.py).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from textual import on, work
-from textual.worker import get_current_worker
+from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -32,18 +28,16 @@ from specchat.engine.loop.host import EngineHost
 from . import commands
 from .chat_commands import CommandsMixin
 from .conversations import ConversationsMixin
+from .engine_link import EngineLinkMixin
 from .exporting import ExportsMixin
-from .loading import LoadCancelled, wait_for_load
-from .messages import EngineFailed, EventInbox, GenerationDone, LoadFailed, LoadProgress, SessionReady
+from .messages import EventInbox
 from .pacing import RepaintPacer
-from .persist import TraceError, load_transcript, read_records
-from .render import legend
-from .stats import compute
-from .sysinfo import memory_text
+from .persist import ConversationLog, TraceError, load_transcript, read_records
+from .repaint import RepaintMixin
 from .themes import DEFAULT_THEME, load_themes, provenance_colors, resolve_theme_arg
-from .transcript import Answer, Prompt, Record, SystemPrompt, Transcript
+from .transcript import Record, Transcript
 from .waiting import WaitingPrompt
-from .widgets.chat import AnswerView, ChatView, UserMessage
+from .widgets.chat import AnswerView, ChatView
 from .widgets.gauges import Gauges, RunInfo
 from .widgets.inspector import Inspector
 from .widgets.prompt import PromptInput
@@ -51,12 +45,9 @@ from .widgets.prompt import PromptInput
 # session_factory(progress) -> ChatSession; progress takes one-line loading messages.
 SessionFactory = Callable[[Callable[[str], None]], object]
 REPAINT_S = 1 / 15  # how often the timer looks for something to repaint
-# While an answer streams, the answer repaints as often as pacing.py's CPU budget
-# allows and the gauges at most once a second; everything repaints when it ends.
-STREAM_GAUGES_S = 1.0
 
 
-class SpecChatApp(ConversationsMixin, CommandsMixin, ExportsMixin, App):
+class SpecChatApp(EngineLinkMixin, RepaintMixin, ConversationsMixin, CommandsMixin, ExportsMixin, App):
     CSS_PATH = "app.tcss"
     TITLE = "specchat"
     BINDINGS = [
@@ -175,159 +166,6 @@ class SpecChatApp(ConversationsMixin, CommandsMixin, ExportsMixin, App):
     def _set_status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
 
-    # ---- records → transcript → widgets ---------------------------------------
-
-    def _fold(self, record: Record, log: bool = True) -> Answer | None:
-        return self._fold_all([record], log)
-
-    def _fold_all(self, records: list[Record], log: bool = True) -> Answer | None:
-        """Fold records in order (saved with one write); returns the answer the last touched."""
-        if not records:
-            return None
-        if log and self.log_file is not None:
-            try:
-                self.log_file.append(*records)
-            except OSError as exc:  # keep chatting; say once that saving failed
-                self.notify(f"autosave failed: {exc}", severity="error")
-                self.log_file = None
-        if log and self.recorder is not None:
-            self.recorder.append(*records)  # the history store; it says itself when it fails
-        answer = None
-        for record in records:
-            answer = self.transcript.apply(record)
-            if answer is not None:
-                index = next(i for i in range(len(self.transcript.answers) - 1, -1, -1)
-                             if self.transcript.answers[i] is answer)
-                if index >= self._mounted:  # counted, not queried: a DOM query per event cost ~1 ms
-                    self._mount_answer(answer, index)
-                self._dirty.add(index)
-            if isinstance(record, TurnStart):
-                self.info.target, self.info.drafter, self.info.device = record.target, record.drafter, record.held_on()
-        self._gauges_dirty = True
-        return answer
-
-    def _mount_answer(self, answer: Answer, index: int) -> None:
-        chat = self.query_one(ChatView)
-        view = AnswerView(answer, index)
-        view.markdown = self.markdown_all and answer.done
-        chat.mount(UserMessage(answer.user_text, self.prov_colors["user"]))
-        chat.mount(view)
-        self._views.append(view)
-        self._mounted += 1
-
-    def _paint_dirty(self, now: bool = False) -> None:
-        """Fold the engine's waiting events, then repaint what changed; while an
-        answer streams when the pacer says so, unless `now` (the user did something)."""
-        # Not named _flush: textual's App._flush(stderr) serves its print capture, and
-        # overriding it broke the printing of any error at exit.
-        self._fold_all(self._inbox.take())
-        if not self._dirty and not self._gauges_dirty:
-            return
-        clock = time.monotonic()
-        if self.generating and not now and not self._pacer.due(clock):
-            return
-        try:
-            self._paint()
-        except NoMatches:  # the repaint timer fired while the screen was being taken down
-            pass
-        if self.generating and not now:
-            self._pacer.painted(time.monotonic())
-
-    def _paint(self) -> None:
-        chat = self.query_one(ChatView)
-        follow = chat.scroll_offset.y >= chat.max_scroll_y - 1
-        views = self._views
-        colors = self.prov_colors
-        waiting = set()  # views mounted but not composed yet: draw them next tick
-        for index in sorted(self._dirty):
-            if index < len(views) and views[index].is_mounted and views[index].children:
-                views[index].redraw(colors, self.show_rejected)
-            else:
-                waiting.add(index)
-        inspector = self.query_one(Inspector)
-        if inspector.display and inspector.answer is not None:
-            shown = inspector.answer
-            if any(views[i].answer is shown for i in self._dirty if i < len(views)):
-                inspector.show(shown, inspector.answer_number, colors)
-        self._dirty = waiting
-        clock = time.monotonic()
-        if self._gauges_dirty and (not self.generating or clock - self._gauges_at >= STREAM_GAUGES_S):
-            self.query_one(Gauges).show(compute(self.transcript), self.info, colors)
-            self._gauges_dirty = False
-            self._gauges_at = clock
-        if follow:
-            chat.scroll_end(animate=False)
-
-    def _repaint_all(self) -> None:
-        self._dirty.update(range(len(self.transcript.answers)))
-        self._gauges_dirty = True
-        colors = self.prov_colors
-        self.query_one("#legend", Static).update(legend(colors))
-        for view in self.query(UserMessage):
-            view.recolor(colors["user"])
-        inspector = self.query_one(Inspector)
-        if inspector.answer is not None:
-            inspector.show(inspector.answer, inspector.answer_number, colors)
-        self._paint_dirty(now=True)
-
-    # ---- loading and running the engine --------------------------------------
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
-    def _load_session(self) -> None:
-        self.host = host = EngineHost()
-        worker = get_current_worker()
-        try:
-            session = wait_for_load(host, self.session_factory, lambda text: self.post_message(LoadProgress(text)),
-                                    cancelled=lambda: worker.is_cancelled)
-        except LoadCancelled:  # the app is quitting
-            return
-        except Exception as exc:  # the factory's own errors (ModelError) are user-facing lines
-            self.post_message(LoadFailed(str(exc) or type(exc).__name__))
-            return
-        self.post_message(SessionReady(session))
-
-    def on_load_progress(self, message: LoadProgress) -> None:
-        self._set_status(message.text)
-
-    def on_load_failed(self, message: LoadFailed) -> None:
-        self.load_error = message.error
-        self._set_status(f"could not load models: {message.error}")
-        kept = self._waiting.give_back() if self._waiting else None
-        note = "\n(your message is back in the box)" if kept else ""
-        self.notify(message.error + note, title="model loading failed", severity="error", timeout=30)
-
-    def on_session_ready(self, message: SessionReady) -> None:
-        self.session = session = message.session
-        self.info.target = getattr(getattr(session, "target", None), "name", "—")
-        drafter = getattr(session, "drafter", None)
-        self._spec_drafter = drafter if getattr(drafter, "kind", "") != "none" else None
-        self.info.drafter = getattr(drafter, "name", "—")
-        self.info.speculation = getattr(drafter, "kind", "") != "none"
-        self.info.device = str(getattr(getattr(session, "target", None), "device", "—"))
-        if self.transcript.answers:  # --resume: give the engine the conversation so far
-            self._restore_history()
-        else:
-            system = getattr(session, "system_prompt", None)
-            if system:
-                self._fold(SystemPrompt(system))
-        for note in getattr(session, "notes", []):
-            self.notify(note, severity="warning", timeout=10)
-        self._sample_memory()
-        self._set_status(self._live_status())
-        self.query_one(PromptInput).focus()
-        waiting = self._waiting.take() if self._waiting else None
-        if waiting is not None:
-            self.send(waiting)
-
-    def _live_status(self) -> str:
-        where = self.log_file.path if self.log_file else "not saved"
-        return f"live · saving to {where}"
-
-    def _sample_memory(self) -> None:
-        if self.session is not None:
-            self.info.memory = memory_text(getattr(getattr(self.session, "target", None), "device", None))
-            self._gauges_dirty = True
-
     @on(PromptInput.Submitted)
     def _on_submit(self, message: PromptInput.Submitted) -> None:
         try:
@@ -339,58 +177,6 @@ class SpecChatApp(ConversationsMixin, CommandsMixin, ExportsMixin, App):
             self.run_command(command)
             return
         self.send(commands.prompt_text(message.text))
-
-    def send(self, text: str) -> None:
-        if self.session is None:
-            self._send_while_loading(text)
-            return
-        if self.generating:
-            self.notify("still answering: press Esc to stop first", severity="warning")
-            return
-        self.generating = True
-        self._pacer.start(time.monotonic())
-        self.query_one(PromptInput).cursor_blink = False  # each blink repaints; not while streaming
-        self._fold(Prompt(text))  # saved before the engine starts: a typed prompt is never lost
-        self._paint_dirty(now=True)
-        self._generate(self.session, text)
-
-    def _send_while_loading(self, text: str) -> None:
-        if self.load_error is not None or self._waiting is None:
-            self.query_one(PromptInput).restore(text)
-            self.notify(f"the models did not load: {self.load_error}", severity="error")
-        elif not self._waiting.hold(text, self.prov_colors["user"]):
-            self.notify("one message already waits for the models; this one stays in the box",
-                        severity="warning")
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="engine")
-    def _generate(self, session, text: str) -> None:
-        # Only relays: the events are made on the engine thread.
-        try:
-            for event in session.send(text):
-                self._inbox.put(event)
-        except Exception as exc:  # send() should end turns itself; this is the safety net
-            self.post_message(EngineFailed(f"{type(exc).__name__}: {exc}"))
-        finally:
-            self.post_message(GenerationDone())
-
-    def on_engine_failed(self, message: EngineFailed) -> None:
-        self._fold_all(self._inbox.take())
-        answer = self.transcript.current
-        if answer is not None and not answer.done:
-            answer.error = message.error
-            self._dirty.add(len(self.transcript.answers) - 1)
-        self.notify(message.error, title="generation failed", severity="error")
-
-    def on_generation_done(self, message: GenerationDone) -> None:
-        self._fold_all(self._inbox.take())  # the turn's last events
-        self.generating = False
-        self.query_one(PromptInput).cursor_blink = True
-        answer = self.transcript.current
-        if answer is not None and not answer.done:  # the stream ended without TurnEnd
-            answer.interrupted = True
-            self._dirty.add(len(self.transcript.answers) - 1)
-        self._set_status(self._live_status())
-        self._paint_dirty()
 
     def on_unmount(self) -> None:
         if self.session is not None and self.generating:

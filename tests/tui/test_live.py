@@ -228,7 +228,7 @@ async def test_the_first_answer_shows_an_estimated_speedup_then_spec_off_a_measu
         return session
 
     # The gauges repaint once a second while streaming; a tiny model answers faster.
-    monkeypatch.setattr("specchat.tui.app.STREAM_GAUGES_S", 0.0)
+    monkeypatch.setattr("specchat.tui.repaint.STREAM_GAUGES_S", 0.0)
     monkeypatch.setattr("specchat.tui.pacing.MIN_S", 0.0)
     monkeypatch.setattr("specchat.tui.pacing.BUDGET", 1e9)
     shown = []  # (answer finished?, estimate) at every repaint of the gauges
