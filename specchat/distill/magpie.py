@@ -5,9 +5,9 @@ writes a user's message: the questions it was tuned on, in its own words, far mo
 varied than templates. Here the target does that for first turns (from the bare
 template, or after a few words that steer it to a kind the bench measures: math,
 code, translation...) and for second turns (after an earlier exchange, so it asks a
-follow-up on its own answer). The turns are sampled, batched through
-batch_decode.decode_batch, at temperature 1 and top-p 0.95, each shard with its own
-seed, then filtered: a turn that did not end, is too short or too long, repeats
+follow-up on its own answer). The turns are sampled through the engine as the chat
+runs it (answerer.py: one turn at a time, the drafter drafting), at temperature 1
+and top-p 0.95, each shard with its own seed, then filtered: a turn that did not end, is too short or too long, repeats
 itself, holds template markup, does not read as a request, was seen before (by
 normalised text) or is near a held-out prompt (heldout.py) is dropped.
 """
@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from specchat.distill.batch_decode import decode_batch
-from specchat.distill.batching import in_length_groups
 from specchat.distill.heldout import HeldOut, normalised, words
+from specchat.engine.loop.sampling import SamplingSettings
 
 TEMPERATURE, TOP_P = 1.0, 0.95
 
@@ -91,30 +90,25 @@ class Written:
     tokens: int  # ids sampled for it, kept or not
 
 
-def write_turns(model, tokenizer, asks: list[Asked], *, seed: int, max_tokens: int, seen: set[str],
-                heldout: HeldOut, tokens_per_batch: int, temperature: float = TEMPERATURE,
-                top_p: float = TOP_P) -> list[Written]:
-    """Let the target write every asked turn (sampled batches of similar length,
-    batching.in_length_groups); a turn is kept when
-    it reads as a request, is not in `seen` (normalised texts) nor written twice here,
-    and is not near a held-out prompt."""
-    if not asks:
-        return []
-    prompts = []
+def write_turns(answerer, asks: list[Asked], *, seed: int, max_tokens: int, seen: set[str], heldout: HeldOut,
+                temperature: float = TEMPERATURE, top_p: float = TOP_P, sampled_k: int = 3) -> list[Written]:
+    """Let the target write every asked turn (`answerer`: answerer.Answerer, one
+    turn at a time, drawn in order from one generator seeded `seed`); a turn is kept
+    when it reads as a request, is not in `seen` (normalised texts) nor written twice
+    here, and is not near a held-out prompt."""
+    tokenizer = answerer.tokenizer
+    sampling = SamplingSettings(temperature=temperature, top_p=top_p)
+    generator = torch.Generator().manual_seed(seed)
+    out, here = [], set()
     for ask in asks:
         prefix = user_turn_prefix(tokenizer, ask.messages) + ask.steer
-        prompts.append(tokenizer(prefix, add_special_tokens=False)["input_ids"])
-    generator = torch.Generator().manual_seed(seed)
-    answers = in_length_groups(prompts, len, tokens_per_batch, lambda group: decode_batch(
-        model, group, max_new_tokens=max_tokens, eos_id=tokenizer.eos_token_id, top_k=1, temperature=temperature,
-        top_p=top_p, generator=generator))
-    out, here = [], set()
-    for ask, answer in zip(asks, answers):
-        ended = bool(answer.ids) and answer.ids[-1] == tokenizer.eos_token_id
-        body = tokenizer.decode(answer.ids[:-1] if ended else answer.ids, skip_special_tokens=True)
+        ids = answerer.answer(tokenizer(prefix, add_special_tokens=False)["input_ids"], max_tokens, sampling,
+                              generator, sampled_k)
+        ended = bool(ids) and ids[-1] in answerer.end_ids
+        body = tokenizer.decode(ids[:-1] if ended else ids, skip_special_tokens=True)
         text = (ask.steer + body).strip() if len(words(body)) >= 2 else ""  # a steer alone is no turn
         key = normalised(text)
         keep = ended and acceptable(text) and key not in seen and key not in here and not heldout.near(text)
         here.add(key)
-        out.append(Written(text if keep else None, len(answer.ids)))
+        out.append(Written(text if keep else None, len(ids)))
     return out

@@ -55,7 +55,7 @@ class Record:
 class Shard:
     index: int
     records: list[Record]
-    meta: dict = field(default_factory=dict)  # seed, sampled, seconds, question_tokens, ...
+    meta: dict = field(default_factory=dict)  # seed, sampled, seconds, answer_seconds, question_tokens, ...
 
     def summary(self) -> dict:
         kinds: dict[str, int] = {}
@@ -64,7 +64,7 @@ class Shard:
         return {"file": shard_name(self.index), "index": self.index, "answers": len(self.records),
                 "answer_tokens": sum(len(r.answer) for r in self.records),
                 "prompt_tokens": sum(len(r.prompt) for r in self.records), "kinds": kinds,
-                **{k: v for k, v in self.meta.items() if k in ("seed", "sampled", "seconds", "question_tokens")}}
+                **{k: v for k, v in self.meta.items() if k in ("seed", "sampled", "seconds", "answer_seconds", "question_tokens")}}
 
 
 def shard_name(index: int) -> str:
@@ -113,6 +113,14 @@ def read_shard(path: Path) -> Shard:
     return Shard(meta.pop("index"), records, meta)
 
 
+def _differences(theirs, mine: dict) -> str:
+    """`key: theirs (now mine)` for every setting that differs."""
+    theirs = theirs if isinstance(theirs, dict) else {}
+    keys = sorted(set(theirs) | set(mine), key=lambda k: (k not in mine, k))
+    return ", ".join(f"{k}: {json.dumps(theirs.get(k))} (now {json.dumps(mine.get(k))})"
+                     for k in keys if theirs.get(k) != mine.get(k))
+
+
 def _totals(shards: list[dict]) -> dict:
     kinds: dict[str, int] = {}
     for s in shards:
@@ -122,7 +130,7 @@ def _totals(shards: list[dict]) -> dict:
     seconds = total("seconds")
     return {"shards": len(shards), "answers": total("answers"), "answer_tokens": total("answer_tokens"),
             "prompt_tokens": total("prompt_tokens"), "question_tokens": total("question_tokens"),
-            "seconds": round(seconds, 1),
+            "seconds": round(seconds, 1), "answer_seconds": round(total("answer_seconds"), 1),
             "answer_tokens_per_s": round(total("answer_tokens") / seconds, 1) if seconds else None,
             "kinds": dict(sorted(kinds.items()))}
 
@@ -141,7 +149,8 @@ class Store:
         path = root / MANIFEST
         manifest = json.loads(path.read_text()) if path.exists() else None
         if manifest is not None and manifest.get("settings") != settings:
-            raise StoreError(f"{root} holds data made with other settings ({json.dumps(manifest.get('settings'))}); "
+            differ = _differences(manifest.get("settings"), settings)
+            raise StoreError(f"{root} holds data made with other settings ({differ}); "
                              f"run with those, or use another directory")
         for leftover in root.glob("*.tmp"):
             leftover.unlink()  # a write a killed run did not finish

@@ -20,7 +20,8 @@ def shard(index: int, rows: int = 3, length: int = 5) -> Shard:
     records = [Record("magpie" if n % 2 else "summary", [{"role": "user", "content": f"q{index}-{n}"}],
                       [1, 2, 40_000 + n], [index * 100 + n + t for t in range(length)],
                       [65_000 - t for t in range(length)]) for n in range(rows)]
-    return Shard(index, records, {"seed": index, "sampled": False, "seconds": 1.5, "question_tokens": 7})
+    return Shard(index, records, {"seed": index, "sampled": False, "seconds": 1.5, "answer_seconds": 1.0,
+                                   "question_tokens": 7})
 
 
 def test_a_shard_reads_back_as_written_in_two_bytes_a_token(tmp_path):
@@ -42,7 +43,8 @@ def test_the_manifest_keeps_totals_and_a_reopened_store_continues(tmp_path):
         store.append(shard(i))
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["totals"] == {"shards": 3, "answers": 9, "answer_tokens": 45, "prompt_tokens": 27,
-                                  "question_tokens": 21, "seconds": 4.5, "answer_tokens_per_s": 10.0,
+                                  "question_tokens": 21, "seconds": 4.5, "answer_seconds": 3.0,
+                                  "answer_tokens_per_s": 10.0,
                                   "kinds": {"magpie": 3, "summary": 6}}
     assert manifest["shards"][1]["kinds"] == {"summary": 2, "magpie": 1}
     again = Store(tmp_path, SETTINGS, vocab_size=49_152)
@@ -53,8 +55,10 @@ def test_the_manifest_keeps_totals_and_a_reopened_store_continues(tmp_path):
 
 def test_other_settings_are_refused(tmp_path):
     Store(tmp_path, SETTINGS, vocab_size=49_152).append(shard(0))
-    with pytest.raises(StoreError, match="other settings"):
+    with pytest.raises(StoreError, match=r"other settings \(seed: 1 \(now 2\)\)"):
         Store(tmp_path, {**SETTINGS, "seed": 2}, vocab_size=49_152)
+    with pytest.raises(StoreError, match=r"target: \"tiny\" \(now null\)"):  # one setting fewer
+        Store(tmp_path, {"batch_size": 3, "seed": 1}, vocab_size=49_152)
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError, match="not a directory"):
         Store(tmp_path / "file", SETTINGS, vocab_size=49_152)
